@@ -1,4 +1,5 @@
 //! `GrantRequest::issue`: defaults, limits and every kind of bad input, with a fixed clock.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use linklease_grant::*;
 use ring::rand::SystemRandom;

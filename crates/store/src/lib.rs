@@ -1,1 +1,112 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+pub mod api_keys;
+pub mod audit;
+pub mod clients;
+mod conn;
+mod error;
+pub mod grants;
+pub mod migrate;
+pub mod schema;
+pub mod tenants;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use diesel::Connection;
+use diesel::connection::SimpleConnection;
+
+pub use conn::{Backend, DbConn, PoolOptions};
+pub use error::StoreError;
+
+/// The database: a pool of connections to one backend.
+#[derive(Clone)]
+pub struct Store {
+    pool: conn::Pool,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the URL: it may hold a password.
+        write!(f, "Store({})", self.backend.name())
+    }
+}
+
+impl Store {
+    /// Opens a pool on the database named by `url` (it does not migrate; see [`Store::migrate`]).
+    pub fn open(url: &str, options: &PoolOptions) -> Result<Self, StoreError> {
+        let backend = Backend::from_url(url)?;
+        let pool = conn::build_pool(backend.clone(), options)?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Opens the database and applies pending migrations first.
+    pub fn open_migrated(url: &str, options: &PoolOptions) -> Result<Self, StoreError> {
+        migrate::run_pending(&Backend::from_url(url)?)?;
+        Self::open(url, options)
+    }
+
+    /// Applies pending migrations; returns the names applied.
+    pub fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        migrate::run_pending(&self.backend)
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Runs `f` on a pooled connection, outside any transaction. Blocks.
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&mut DbConn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.pool.get()?;
+        f(&mut conn)
+    }
+
+    /// Runs `f` in one transaction: all of it commits, or none of it does. Blocks.
+    ///
+    /// SQLite starts with `BEGIN IMMEDIATE`, taking the write lock up front: two deferred
+    /// transactions that both upgrade to writing would otherwise fail with `SQLITE_BUSY`
+    /// without waiting for the busy timeout.
+    pub fn write<T>(
+        &self,
+        f: impl FnOnce(&mut DbConn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.pool.get()?;
+        match &mut *conn {
+            DbConn::Sqlite(_) => {
+                conn.batch_execute("BEGIN IMMEDIATE")?;
+                match f(&mut conn) {
+                    Ok(value) => match conn.batch_execute("COMMIT") {
+                        Ok(()) => Ok(value),
+                        Err(e) => {
+                            let _ = conn.batch_execute("ROLLBACK");
+                            Err(e.into())
+                        }
+                    },
+                    Err(e) => {
+                        conn.batch_execute("ROLLBACK")?;
+                        Err(e)
+                    }
+                }
+            }
+            DbConn::Pg(_) => {
+                let conn: &mut DbConn = &mut conn;
+                conn.transaction(f)
+            }
+        }
+    }
+
+    /// Whether the database answers (for `/readyz`).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| Ok(conn.batch_execute("SELECT 1")?))
+    }
+}
+
+/// Parses an id column; a malformed one means the stored data is corrupt.
+pub(crate) fn parse_id<T: std::str::FromStr>(s: &str) -> Result<T, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("malformed id {s:?}")))
+}

@@ -1,0 +1,152 @@
+//! One connection type over both backends, chosen by the URL scheme, and its pool.
+
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::{self, CustomizeConnection, ManageConnection, R2D2Connection};
+use diesel::{Connection, PgConnection, SqliteConnection};
+use std::time::Duration;
+
+use crate::StoreError;
+
+/// A connection to either backend. Queries are written once against this type.
+#[derive(diesel::MultiConnection)]
+pub enum DbConn {
+    /// The scale-out backend.
+    Pg(PgConnection),
+    /// The embedded default.
+    Sqlite(SqliteConnection),
+}
+
+/// Which database a URL names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `postgres://…` or `postgresql://…`, passed to libpq as is.
+    Postgres(String),
+    /// `sqlite://PATH` or `sqlite:PATH`; the file is created if missing.
+    Sqlite(String),
+}
+
+impl Backend {
+    /// Picks the backend from the URL scheme. The error never quotes the URL (it may hold a
+    /// password).
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres(url.to_owned()))
+        } else if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err(StoreError::Internal("sqlite URL has no path".into()));
+            }
+            Ok(Backend::Sqlite(path.to_owned()))
+        } else {
+            Err(StoreError::Internal(
+                "database URL must start with sqlite:// or postgres://".into(),
+            ))
+        }
+    }
+
+    /// A short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Postgres(_) => "postgres",
+            Backend::Sqlite(_) => "sqlite",
+        }
+    }
+
+    pub(crate) fn establish(&self) -> Result<DbConn, diesel::ConnectionError> {
+        match self {
+            Backend::Postgres(url) => PgConnection::establish(url).map(DbConn::Pg),
+            Backend::Sqlite(path) => {
+                if let Some(parent) = std::path::Path::new(path).parent()
+                    && !parent.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        diesel::ConnectionError::BadConnection(format!(
+                            "cannot create {}: {e}",
+                            parent.display()
+                        ))
+                    })?;
+                }
+                SqliteConnection::establish(path).map(DbConn::Sqlite)
+            }
+        }
+    }
+}
+
+/// Per-connection settings. SQLite: busy timeout first (so that switching to WAL waits rather
+/// than failing), WAL, `synchronous=NORMAL` (durable across process crashes; WAL keeps the
+/// database consistent across power loss), foreign keys on. PostgreSQL: a statement timeout so
+/// that no request waits forever.
+const SQLITE_SETUP: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+const POSTGRES_SETUP: &str = "SET statement_timeout = '15s';";
+
+/// Makes pooled connections.
+#[derive(Debug)]
+pub struct Manager {
+    backend: Backend,
+}
+
+impl ManageConnection for Manager {
+    type Connection = DbConn;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<DbConn, r2d2::Error> {
+        self.backend
+            .establish()
+            .map_err(r2d2::Error::ConnectionError)
+    }
+
+    fn is_valid(&self, conn: &mut DbConn) -> Result<(), r2d2::Error> {
+        conn.ping().map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut DbConn) -> bool {
+        conn.is_broken()
+    }
+}
+
+#[derive(Debug)]
+struct Setup;
+
+impl CustomizeConnection<DbConn, r2d2::Error> for Setup {
+    fn on_acquire(&self, conn: &mut DbConn) -> Result<(), r2d2::Error> {
+        let sql = match conn {
+            DbConn::Sqlite(_) => SQLITE_SETUP,
+            DbConn::Pg(_) => POSTGRES_SETUP,
+        };
+        conn.batch_execute(sql).map_err(r2d2::Error::QueryError)
+    }
+}
+
+/// How big the pool is and how long a request waits for a connection.
+#[derive(Clone, Debug)]
+pub struct PoolOptions {
+    /// Most open connections.
+    pub max_size: u32,
+    /// How long to wait for a free connection before answering `unavailable`.
+    pub timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_size: 8,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The pool type.
+pub type Pool = r2d2::Pool<Manager>;
+
+pub(crate) fn build_pool(backend: Backend, options: &PoolOptions) -> Result<Pool, StoreError> {
+    r2d2::Pool::builder()
+        .max_size(options.max_size)
+        .min_idle(Some(1))
+        .connection_timeout(options.timeout)
+        .connection_customizer(Box::new(Setup))
+        .build(Manager { backend })
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
+}

@@ -1,0 +1,418 @@
+//! Grants: inserted once, never updated. Their mutable facts live in `grant_state`, changed only
+//! by conditional updates in the same transaction as the audit event that records the change.
+
+use diesel::prelude::*;
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+
+use linklease_grant::{
+    FactorKind, Grant, GrantId, GrantState, GrantStatus, NewGrant, OtpChannel, SecretHash,
+    TenantId, micros,
+};
+
+use crate::audit::{self, Actor, AuditKind, NewEvent};
+use crate::conn::MultiBackend;
+use crate::schema::{grant_labels, grant_payloads, grant_state, grants};
+use crate::{DbConn, StoreError, parse_id};
+
+/// A grant with its current facts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GrantRecord {
+    /// The immutable grant.
+    pub grant: Grant,
+    /// Its mutable facts.
+    pub state: GrantState,
+    /// The grant that replaced it, if any.
+    pub superseded_by: Option<GrantId>,
+}
+
+impl GrantRecord {
+    /// Its status at `now`.
+    pub fn status(&self, now: OffsetDateTime) -> GrantStatus {
+        self.state
+            .status(self.grant.expires_at, self.grant.max_uses, now)
+    }
+}
+
+/// The reason recorded when a newer grant replaces an older one.
+pub const SUPERSEDED: &str = "superseded";
+
+/// Stores a new grant, its payload, labels and state, and its `grant.created` event. If it
+/// supersedes another grant of the same tenant, that grant must be active and is revoked (reason
+/// `superseded`) in the same transaction. Call inside a write transaction.
+pub fn insert(conn: &mut DbConn, new: &NewGrant, actor: &Actor) -> Result<(), StoreError> {
+    let g = &new.grant;
+    let now = g.created_at;
+    if let Some(old) = g.supersedes {
+        supersede(conn, g.tenant, old, g.id, actor, now)?;
+    }
+    let id = g.id.to_string();
+    let tenant = g.tenant.to_string();
+    diesel::insert_into(grants::table)
+        .values((
+            grants::id.eq(&id),
+            grants::tenant_id.eq(&tenant),
+            grants::api_key_id.eq(g.api_key.to_string()),
+            grants::created_at.eq(micros::to_micros(g.created_at)),
+            grants::expires_at.eq(micros::to_micros(g.expires_at)),
+            grants::token_hash.eq(&new.token_hash.0[..]),
+            grants::payload_sha256.eq(&g.payload_sha256[..]),
+            grants::permissions.eq(to_json(&g.permissions)?),
+            grants::max_uses.eq(to_i32(g.max_uses)),
+            grants::lease_ttl_seconds.eq(to_i32(g.lease_ttl_seconds)),
+            grants::factor_kind.eq(g.factor_kind.as_str()),
+            grants::factor_verifier.eq(g.factor_verifier.as_ref().map(|h| h.0.to_vec())),
+            grants::otp_channel.eq(g.otp_channel.as_str()),
+            grants::otp_to.eq(g.otp_to.as_deref()),
+            grants::allowed_ip_blocks.eq(to_json(&g.allowed_ip_blocks)?),
+            grants::labels.eq(to_json(&g.labels)?),
+            grants::supersedes.eq(g.supersedes.map(|s| s.to_string())),
+        ))
+        .execute(conn)?;
+    diesel::insert_into(grant_payloads::table)
+        .values((
+            grant_payloads::grant_id.eq(&id),
+            grant_payloads::payload.eq(&new.payload),
+        ))
+        .execute(conn)?;
+    // One statement per label: batch inserts are not portable across the multi-backend
+    // connection, and a grant has at most 32 labels.
+    for (name, value) in &g.labels {
+        diesel::insert_into(grant_labels::table)
+            .values((
+                grant_labels::grant_id.eq(&id),
+                grant_labels::tenant_id.eq(&tenant),
+                grant_labels::name.eq(name),
+                grant_labels::value.eq(value),
+            ))
+            .execute(conn)?;
+    }
+    diesel::insert_into(grant_state::table)
+        .values(grant_state::grant_id.eq(&id))
+        .execute(conn)?;
+    audit::append(
+        conn,
+        &NewEvent {
+            at: now,
+            tenant: Some(g.tenant),
+            grant: Some(g.id),
+            lease: None,
+            kind: AuditKind::GrantCreated,
+            actor: actor.clone(),
+            detail: serde_json::json!({
+                "payload_sha256": hex(&g.payload_sha256),
+                "expires_at": rfc3339(g.expires_at),
+                "max_uses": g.max_uses,
+                "lease_ttl_seconds": g.lease_ttl_seconds,
+                "factor_kind": g.factor_kind.as_str(),
+                "otp_channel": g.otp_channel.as_str(),
+                "writable": g.permissions.can_write(),
+                "supersedes": g.supersedes,
+            }),
+        },
+    )?;
+    Ok(())
+}
+
+fn supersede(
+    conn: &mut DbConn,
+    tenant: TenantId,
+    old: GrantId,
+    new: GrantId,
+    actor: &Actor,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let record = get(conn, tenant, old)?;
+    let status = record.status(now);
+    if status != GrantStatus::Active {
+        return Err(StoreError::GrantNotActive(status));
+    }
+    // Conditional: a concurrent revoke, supersede, lock or last use wins, and this one fails.
+    let changed = diesel::update(grant_state::table)
+        .filter(grant_state::grant_id.eq(old.to_string()))
+        .filter(grant_state::revoked_at.is_null())
+        .filter(grant_state::locked_at.is_null())
+        .filter(grant_state::uses.lt(to_i32(record.grant.max_uses)))
+        .set((
+            grant_state::revoked_at.eq(micros::to_micros(now)),
+            grant_state::revoke_reason.eq(SUPERSEDED),
+        ))
+        .execute(conn)?;
+    if changed != 1 {
+        let status = get(conn, tenant, old)?.status(now);
+        return Err(StoreError::GrantNotActive(status));
+    }
+    audit::append(
+        conn,
+        &NewEvent {
+            at: now,
+            tenant: Some(tenant),
+            grant: Some(old),
+            lease: None,
+            kind: AuditKind::GrantRevoked,
+            actor: actor.clone(),
+            detail: serde_json::json!({ "reason": SUPERSEDED, "superseded_by": new }),
+        },
+    )
+}
+
+/// Revokes a grant of `tenant`. Revoking an already revoked grant changes nothing (the first
+/// reason stays) and records nothing.
+pub fn revoke(
+    conn: &mut DbConn,
+    tenant: TenantId,
+    id: GrantId,
+    reason: &str,
+    actor: &Actor,
+    now: OffsetDateTime,
+) -> Result<GrantRecord, StoreError> {
+    let now = micros::truncate(now);
+    // Tenant check first: another tenant's grant is NotFound, and is not touched.
+    get(conn, tenant, id)?;
+    let changed = diesel::update(grant_state::table)
+        .filter(grant_state::grant_id.eq(id.to_string()))
+        .filter(grant_state::revoked_at.is_null())
+        .set((
+            grant_state::revoked_at.eq(micros::to_micros(now)),
+            grant_state::revoke_reason.eq(reason),
+        ))
+        .execute(conn)?;
+    if changed == 1 {
+        audit::append(
+            conn,
+            &NewEvent {
+                at: now,
+                tenant: Some(tenant),
+                grant: Some(id),
+                lease: None,
+                kind: AuditKind::GrantRevoked,
+                actor: actor.clone(),
+                detail: serde_json::json!({ "reason": reason }),
+            },
+        )?;
+    }
+    get(conn, tenant, id)
+}
+
+type GrantAndState = (GrantRow, StateRow);
+
+/// One grant of `tenant`; another tenant's grant is `NotFound`.
+pub fn get(conn: &mut DbConn, tenant: TenantId, id: GrantId) -> Result<GrantRecord, StoreError> {
+    let (row, state): GrantAndState = grants::table
+        .inner_join(grant_state::table)
+        .filter(grants::id.eq(id.to_string()))
+        .filter(grants::tenant_id.eq(tenant.to_string()))
+        .select((GrantRow::as_select(), StateRow::as_select()))
+        .first(conn)?;
+    let superseded_by = grants::table
+        .filter(grants::supersedes.eq(id.to_string()))
+        .select(grants::id)
+        .first::<String>(conn)
+        .optional()?
+        .map(|s| parse_id(&s))
+        .transpose()?;
+    Ok(GrantRecord {
+        grant: row.try_into()?,
+        state: state.try_into()?,
+        superseded_by,
+    })
+}
+
+/// The stored payload of a grant (`None` once retention removed it).
+pub fn payload(conn: &mut DbConn, id: GrantId) -> Result<Option<String>, StoreError> {
+    Ok(grant_payloads::table
+        .find(id.to_string())
+        .select(grant_payloads::payload)
+        .first(conn)
+        .optional()?)
+}
+
+/// Which grants a listing wants.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    /// Only grants with this status (at the `now` of the query).
+    pub status: Option<GrantStatus>,
+    /// Only grants carrying every one of these labels.
+    pub labels: Vec<(String, String)>,
+    /// Only grants older than this one (the cursor of the previous page).
+    pub before: Option<GrantId>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// A tenant's grants, newest first.
+pub fn list(
+    conn: &mut DbConn,
+    tenant: TenantId,
+    filter: &ListFilter,
+    now: OffsetDateTime,
+) -> Result<Vec<GrantRecord>, StoreError> {
+    let tenant_id = tenant.to_string();
+    let mut query = grants::table
+        .inner_join(grant_state::table)
+        .filter(grants::tenant_id.eq(tenant_id.clone()))
+        .select((GrantRow::as_select(), StateRow::as_select()))
+        .order(grants::id.desc())
+        .limit(i64::from(filter.limit))
+        .into_boxed::<MultiBackend>();
+    if let Some(before) = filter.before {
+        query = query.filter(grants::id.lt(before.to_string()));
+    }
+    for (name, value) in &filter.labels {
+        query = query.filter(
+            grants::id.eq_any(
+                grant_labels::table
+                    .filter(grant_labels::tenant_id.eq(tenant_id.clone()))
+                    .filter(grant_labels::name.eq(name.clone()))
+                    .filter(grant_labels::value.eq(value.clone()))
+                    .select(grant_labels::grant_id),
+            ),
+        );
+    }
+    if let Some(status) = filter.status {
+        let now = micros::to_micros(now);
+        let open = grant_state::revoked_at
+            .is_null()
+            .and(grant_state::locked_at.is_null());
+        query = match status {
+            GrantStatus::Revoked => query.filter(grant_state::revoked_at.is_not_null()),
+            GrantStatus::Locked => query
+                .filter(grant_state::revoked_at.is_null())
+                .filter(grant_state::locked_at.is_not_null()),
+            GrantStatus::Used => query
+                .filter(open)
+                .filter(grant_state::uses.ge(grants::max_uses)),
+            GrantStatus::Expired => query
+                .filter(open)
+                .filter(grant_state::uses.lt(grants::max_uses))
+                .filter(grants::expires_at.le(now)),
+            GrantStatus::Active => query
+                .filter(open)
+                .filter(grant_state::uses.lt(grants::max_uses))
+                .filter(grants::expires_at.gt(now)),
+        };
+    }
+    let rows: Vec<GrantAndState> = query.load(conn)?;
+    let ids: Vec<String> = rows.iter().map(|(g, _)| g.id.clone()).collect();
+    let successors: BTreeMap<String, String> = grants::table
+        .filter(grants::supersedes.eq_any(&ids))
+        .select((grants::supersedes.assume_not_null(), grants::id))
+        .load::<(String, String)>(conn)?
+        .into_iter()
+        .collect();
+    rows.into_iter()
+        .map(|(row, state)| {
+            let superseded_by = successors.get(&row.id).map(|s| parse_id(s)).transpose()?;
+            Ok(GrantRecord {
+                grant: row.try_into()?,
+                state: state.try_into()?,
+                superseded_by,
+            })
+        })
+        .collect()
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = grants)]
+struct GrantRow {
+    id: String,
+    tenant_id: String,
+    api_key_id: String,
+    created_at: i64,
+    expires_at: i64,
+    payload_sha256: Vec<u8>,
+    permissions: String,
+    max_uses: i32,
+    lease_ttl_seconds: i32,
+    factor_kind: String,
+    factor_verifier: Option<Vec<u8>>,
+    otp_channel: String,
+    otp_to: Option<String>,
+    allowed_ip_blocks: String,
+    labels: String,
+    supersedes: Option<String>,
+}
+
+impl TryFrom<GrantRow> for Grant {
+    type Error = StoreError;
+    fn try_from(row: GrantRow) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("grant {} {what}", row.id));
+        Ok(Grant {
+            id: parse_id(&row.id)?,
+            tenant: parse_id(&row.tenant_id)?,
+            api_key: parse_id(&row.api_key_id)?,
+            created_at: micros::from_micros(row.created_at),
+            expires_at: micros::from_micros(row.expires_at),
+            payload_sha256: row
+                .payload_sha256
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt("payload_sha256"))?,
+            permissions: serde_json::from_str(&row.permissions)
+                .map_err(|_| corrupt("permissions"))?,
+            max_uses: u32::try_from(row.max_uses).map_err(|_| corrupt("max_uses"))?,
+            lease_ttl_seconds: u32::try_from(row.lease_ttl_seconds)
+                .map_err(|_| corrupt("lease_ttl_seconds"))?,
+            factor_kind: FactorKind::parse(&row.factor_kind)
+                .ok_or_else(|| corrupt("factor_kind"))?,
+            factor_verifier: row
+                .factor_verifier
+                .map(|v| SecretHash::from_slice(&v).ok_or_else(|| corrupt("factor_verifier")))
+                .transpose()?,
+            otp_channel: OtpChannel::parse(&row.otp_channel)
+                .ok_or_else(|| corrupt("otp_channel"))?,
+            otp_to: row.otp_to,
+            allowed_ip_blocks: serde_json::from_str(&row.allowed_ip_blocks)
+                .map_err(|_| corrupt("allowed_ip_blocks"))?,
+            labels: serde_json::from_str(&row.labels).map_err(|_| corrupt("labels"))?,
+            supersedes: row.supersedes.as_deref().map(parse_id).transpose()?,
+        })
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = grant_state)]
+struct StateRow {
+    uses: i32,
+    factor_failures: i32,
+    otp_failures: i32,
+    locked_at: Option<i64>,
+    revoked_at: Option<i64>,
+    revoke_reason: Option<String>,
+}
+
+impl TryFrom<StateRow> for GrantState {
+    type Error = StoreError;
+    fn try_from(row: StateRow) -> Result<Self, StoreError> {
+        let count = |n: i32| {
+            u32::try_from(n).map_err(|_| StoreError::Corrupt("negative grant counter".into()))
+        };
+        Ok(GrantState {
+            uses: count(row.uses)?,
+            factor_failures: count(row.factor_failures)?,
+            otp_failures: count(row.otp_failures)?,
+            locked_at: row.locked_at.map(micros::from_micros),
+            revoked_at: row.revoked_at.map(micros::from_micros),
+            revoke_reason: row.revoke_reason,
+        })
+    }
+}
+
+/// Counts and limits are validated to be far below `i32::MAX`.
+fn to_i32(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Serialises a JSON column; a failure is a bug, reported rather than panicked on.
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Internal(e.to_string()))
+}

@@ -1,0 +1,115 @@
+//! The one portable schema both backends share (see `migrations/`).
+#![allow(missing_docs)] // diesel::table! generates the DSL modules and column types.
+
+diesel::table! {
+    tenants (id) {
+        id -> Text,
+        name -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        tenant_id -> Text,
+        key_hash -> Binary,
+        scopes -> Text,
+        created_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    clients (id) {
+        id -> Text,
+        tenant_id -> Text,
+        name -> Text,
+        secret_hash -> Binary,
+        allowed_ip_blocks -> Text,
+        created_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+        revoke_reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    grants (id) {
+        id -> Text,
+        tenant_id -> Text,
+        api_key_id -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        token_hash -> Binary,
+        payload_sha256 -> Binary,
+        permissions -> Text,
+        max_uses -> Integer,
+        lease_ttl_seconds -> Integer,
+        factor_kind -> Text,
+        factor_verifier -> Nullable<Binary>,
+        otp_channel -> Text,
+        otp_to -> Nullable<Text>,
+        allowed_ip_blocks -> Text,
+        labels -> Text,
+        supersedes -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    grant_payloads (grant_id) {
+        grant_id -> Text,
+        payload -> Text,
+    }
+}
+
+diesel::table! {
+    grant_labels (grant_id, name) {
+        grant_id -> Text,
+        tenant_id -> Text,
+        name -> Text,
+        value -> Text,
+    }
+}
+
+diesel::table! {
+    grant_state (grant_id) {
+        grant_id -> Text,
+        uses -> Integer,
+        factor_failures -> Integer,
+        otp_failures -> Integer,
+        locked_at -> Nullable<BigInt>,
+        revoked_at -> Nullable<BigInt>,
+        revoke_reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    audit_events (seq) {
+        seq -> BigInt,
+        at -> BigInt,
+        tenant_id -> Nullable<Text>,
+        grant_id -> Nullable<Text>,
+        lease_id -> Nullable<Text>,
+        kind -> Text,
+        actor_kind -> Text,
+        actor_id -> Nullable<Text>,
+        actor_ip -> Nullable<Text>,
+        actor_user_agent -> Nullable<Text>,
+        detail -> Text,
+        prev_hash -> Nullable<Binary>,
+        hash -> Nullable<Binary>,
+    }
+}
+
+diesel::joinable!(grant_state -> grants (grant_id));
+diesel::joinable!(grant_payloads -> grants (grant_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    tenants,
+    api_keys,
+    clients,
+    grants,
+    grant_payloads,
+    grant_labels,
+    grant_state,
+    audit_events,
+);
