@@ -1,1 +1,202 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+pub mod auth;
+pub mod body;
+pub mod client_ip;
+pub mod clock;
+pub mod data_dir;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{App, HttpServer, web};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+use time::OffsetDateTime;
+
+use linklease_grant::{IpBlock, SecretKeys};
+use linklease_store::{Store, StoreError};
+
+pub use clock::Clock;
+pub use data_dir::DataDir;
+pub use error::{ApiError, Code};
+
+/// Settings of a running server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The base of every link, without a trailing slash (`https://links.example.org`).
+    pub public_url: String,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trust_proxy: Vec<IpBlock>,
+}
+
+/// Everything a request handler may use. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// The hashing keys.
+    pub keys: Arc<SecretKeys>,
+    /// Settings.
+    pub config: Arc<ServerConfig>,
+    /// The one source of `now`.
+    pub clock: Clock,
+    /// Request metrics.
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl AppState {
+    /// A state over `store` with `keys`.
+    pub fn new(store: Store, keys: SecretKeys, config: ServerConfig, clock: Clock) -> Self {
+        Self {
+            store,
+            keys: Arc::new(keys),
+            config: Arc::new(ServerConfig {
+                public_url: config.public_url.trim_end_matches('/').to_owned(),
+                ..config
+            }),
+            clock,
+            metrics: Arc::default(),
+        }
+    }
+}
+
+/// Runs `f` with the store on the blocking thread pool, never on an async worker.
+pub async fn blocking<T, F>(state: &AppState, f: F) -> Result<T, StoreError>
+where
+    F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    let store = state.store.clone();
+    web::block(move || f(&store))
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+}
+
+/// RFC 3339 with the stored (microsecond) precision.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A running server and the addresses it listens on.
+pub struct Running {
+    /// The server future's handle: await it to run, or use `handle()` to stop it.
+    pub server: Server,
+    /// Bound addresses (useful with port 0).
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// Binds `bind` and returns the server, not yet awaited.
+pub fn start(state: AppState, bind: &str, workers: usize) -> std::io::Result<Running> {
+    start_on(state, std::net::TcpListener::bind(bind)?, workers)
+}
+
+/// Serves on an already bound listener; returns the server, not yet awaited.
+pub fn start_on(
+    state: AppState,
+    listener: std::net::TcpListener,
+    workers: usize,
+) -> std::io::Result<Running> {
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap(actix_web::middleware::from_fn(around_request))
+            .configure(routes::configure)
+            .default_service(web::to(routes::no_route))
+    })
+    .workers(workers.max(1))
+    .listen(listener)?;
+    let addrs = server.addrs();
+    Ok(Running {
+        server: server.run(),
+        addrs,
+    })
+}
+
+static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// Headers every response carries. Pages that render HTML set their own, looser CSP first.
+const SECURITY_HEADERS: [(&str, &str); 5] = [
+    ("cache-control", "no-store"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("x-frame-options", "DENY"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+];
+
+/// Request id, security headers, access log, error causes and metrics, for every request.
+async fn around_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let request_id = format!(
+        "{:x}-{:x}",
+        std::process::id(),
+        REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    let method = req.method().clone();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let mut res = next.call(req).await?;
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let status = res.status().as_u16();
+    if let Some(cause) = res
+        .response()
+        .error()
+        .and_then(|e| e.as_error::<ApiError>())
+        .and_then(ApiError::cause)
+    {
+        log::error!(target: "linklease::error", "rid={request_id} {method} {route}: {cause}");
+    }
+    let headers = res.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        let name = HeaderName::from_static(name);
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert(HeaderName::from_static("x-request-id"), value);
+    }
+    let elapsed = started.elapsed();
+    if let Some(state) = state {
+        state
+            .metrics
+            .observe(method_name(&method), &route, status, elapsed.as_secs_f64());
+    }
+    log::info!(
+        target: "linklease::access",
+        "rid={request_id} {method} {route} {status} {:.1}ms",
+        elapsed.as_secs_f64() * 1000.0
+    );
+    Ok(res)
+}
+
+fn method_name(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}

@@ -99,6 +99,11 @@ impl Store {
         }
     }
 
+    /// Open and idle connections of the pool (for `/metrics`).
+    pub fn pool_state(&self) -> diesel::r2d2::State {
+        self.pool.state()
+    }
+
     /// Whether the database answers (for `/readyz`).
     pub fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| Ok(conn.batch_execute("SELECT 1")?))

@@ -1,0 +1,168 @@
+//! The command line. Every flag `--some-name` can also come from `LINKLEASE_SOME_NAME`.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// linklease: a link-and-lease session broker with immutable grants.
+#[derive(Debug, Parser)]
+#[command(name = "linklease", version, about)]
+pub struct Cli {
+    /// Database URL: sqlite://PATH (embedded default) or postgres://… (scale-out).
+    #[arg(
+        long,
+        global = true,
+        env = "LINKLEASE_DATABASE_URL",
+        default_value = "sqlite://linklease.db"
+    )]
+    pub database_url: String,
+
+    /// Directory of the broker's keys (created with mode 0700 on first run).
+    #[arg(
+        long,
+        global = true,
+        env = "LINKLEASE_DATA_DIR",
+        default_value = "linklease-data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Largest number of database connections.
+    #[arg(
+        long,
+        global = true,
+        env = "LINKLEASE_DB_POOL_SIZE",
+        default_value_t = 10
+    )]
+    pub db_pool_size: u32,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker (migrates first).
+    Serve(ServeArgs),
+    /// Apply pending database migrations.
+    Migrate,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage originator API keys.
+    #[command(subcommand)]
+    Apikey(ApiKeyCommand),
+    /// Manage partner web-app clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+/// `serve` flags.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LINKLEASE_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Base URL of links (default: http://BIND).
+    #[arg(long, env = "LINKLEASE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Proxies (CIDR) whose X-Forwarded-For is believed; repeatable or comma-separated.
+    #[arg(long, env = "LINKLEASE_TRUST_PROXY", value_delimiter = ',')]
+    pub trust_proxy: Vec<String>,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "LINKLEASE_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+/// Output as one JSON object.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct JsonFlag {
+    /// Print one JSON object instead of text.
+    #[arg(long, env = "LINKLEASE_JSON")]
+    pub json: bool,
+}
+
+/// `tenant` verbs.
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        /// Unique name: 1-64 of a-z 0-9 - _ .
+        name: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// List tenants.
+    List {
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}
+
+/// `apikey` verbs.
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key (printed once).
+    Create {
+        /// Tenant name or id.
+        #[arg(long, env = "LINKLEASE_TENANT")]
+        tenant: String,
+        /// Comma-separated: grants:write, grants:read, submissions:read, audit:read.
+        #[arg(long, env = "LINKLEASE_SCOPES")]
+        scopes: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Revoke an API key.
+    Revoke {
+        /// The key's id.
+        id: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// List a tenant's API keys (never the keys themselves).
+    List {
+        /// Tenant name or id.
+        #[arg(long, env = "LINKLEASE_TENANT")]
+        tenant: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}
+
+/// `client` verbs.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Create a partner client (its secret is printed once).
+    Create {
+        /// Tenant name or id.
+        #[arg(long, env = "LINKLEASE_TENANT")]
+        tenant: String,
+        /// A name for people.
+        #[arg(long, env = "LINKLEASE_NAME", default_value = "partner")]
+        name: String,
+        /// CIDR blocks it may call from; repeatable or comma-separated. None: any address.
+        #[arg(long, env = "LINKLEASE_ALLOW_IP", value_delimiter = ',')]
+        allow_ip: Vec<String>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Revoke a partner client.
+    Revoke {
+        /// The client id.
+        id: String,
+        /// Why (recorded with the time).
+        #[arg(long, env = "LINKLEASE_REASON")]
+        reason: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// List a tenant's clients (never their secrets).
+    List {
+        /// Tenant name or id.
+        #[arg(long, env = "LINKLEASE_TENANT")]
+        tenant: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}

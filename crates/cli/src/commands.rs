@@ -1,0 +1,317 @@
+//! What each verb does. Secrets are printed once, to stdout, and never logged.
+
+use ring::rand::SystemRandom;
+use serde_json::json;
+use std::fmt;
+
+use linklease_grant::{ApiKeyId, ClientId, IpBlock, SecretKeys, limits};
+use linklease_server::{AppState, Clock, DataDir, ServerConfig};
+use linklease_store::api_keys::{self, Scope};
+use linklease_store::{PoolOptions, Store, StoreError, clients, tenants};
+
+use crate::cli::{ApiKeyCommand, Cli, ClientCommand, Command, JsonFlag, ServeArgs, TenantCommand};
+
+/// A failure, said plainly.
+#[derive(Debug)]
+pub struct Failure(String);
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure(match e {
+            StoreError::NotFound => "not found".into(),
+            other => other.to_string(),
+        })
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+fn fail(message: impl Into<String>) -> Failure {
+    Failure(message.into())
+}
+
+/// Runs one verb.
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    let pool = PoolOptions {
+        max_size: cli.db_pool_size.max(1),
+        ..PoolOptions::default()
+    };
+    match cli.command {
+        Command::Serve(args) => serve(&cli.database_url, &cli.data_dir, &pool, args),
+        Command::Migrate => {
+            let applied = linklease_store::migrate::run_pending(
+                &linklease_store::Backend::from_url(&cli.database_url)?,
+            )?;
+            if applied.is_empty() {
+                println!("database is up to date");
+            }
+            for name in applied {
+                println!("applied {name}");
+            }
+            Ok(())
+        }
+        command => {
+            let store = Store::open_migrated(&cli.database_url, &pool)?;
+            let keys = DataDir::open(&cli.data_dir)?.secret_keys(&SystemRandom::new())?;
+            admin(&store, &keys, command)
+        }
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // The CLI's clock: operators act now.
+fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+fn print(out: JsonFlag, value: serde_json::Value, text: impl FnOnce() -> String) {
+    if out.json {
+        println!("{value}");
+    } else {
+        println!("{}", text());
+    }
+}
+
+fn scopes_of(raw: &str) -> Result<std::collections::BTreeSet<Scope>, Failure> {
+    Scope::parse_list(raw).ok_or_else(|| {
+        let all: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+        fail(format!(
+            "--scopes must be a comma-separated list of: {}",
+            all.join(", ")
+        ))
+    })
+}
+
+fn blocks_of(raw: &[String]) -> Result<Vec<IpBlock>, Failure> {
+    if raw.len() > limits::MAX_IP_BLOCKS {
+        return Err(fail(format!(
+            "at most {} --allow-ip blocks",
+            limits::MAX_IP_BLOCKS
+        )));
+    }
+    raw.iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse::<IpBlock>()
+                .map_err(|e| fail(format!("--allow-ip {s}: {e}")))
+        })
+        .collect()
+}
+
+fn tenant(store: &Store, id_or_name: &str) -> Result<tenants::Tenant, Failure> {
+    store
+        .read(|c| tenants::resolve(c, id_or_name))
+        .map_err(|e| match e {
+            StoreError::NotFound => fail(format!("no tenant {id_or_name:?}")),
+            other => other.into(),
+        })
+}
+
+fn admin(store: &Store, keys: &SecretKeys, command: Command) -> Result<(), Failure> {
+    let rng = SystemRandom::new();
+    match command {
+        Command::Tenant(TenantCommand::Create { name, out }) => {
+            let t = store
+                .write(|c| tenants::create(c, &name, now(), &rng))
+                .map_err(|e| match e {
+                    StoreError::Conflict(_) if tenants::valid_name(&name) => {
+                        fail(format!("tenant {name:?} already exists"))
+                    }
+                    StoreError::Conflict(why) => fail(why),
+                    other => other.into(),
+                })?;
+            print(out, json!({"id": t.id, "name": t.name}), || {
+                format!("created tenant {} ({})", t.name, t.id)
+            });
+        }
+        Command::Tenant(TenantCommand::List { out }) => {
+            let all = store.read(tenants::list)?;
+            print(out, json!({"tenants": all}), || {
+                all.iter()
+                    .map(|t| format!("{}  {}", t.id, t.name))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        Command::Apikey(ApiKeyCommand::Create {
+            tenant: t,
+            scopes,
+            out,
+        }) => {
+            let scopes = scopes_of(&scopes)?;
+            let t = tenant(store, &t)?;
+            let (key, secret) =
+                store.write(|c| api_keys::create(c, keys, t.id, &scopes, now(), &rng))?;
+            let scope_names: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
+            print(
+                out,
+                json!({"id": key.id, "key": secret.expose(), "tenant_id": t.id, "scopes": scope_names}),
+                || {
+                    format!(
+                        "created API key {} for tenant {} with scopes {}\n\n  {}\n\nThis key is shown once; store it now.",
+                        key.id,
+                        t.name,
+                        scope_names.join(","),
+                        secret.expose()
+                    )
+                },
+            );
+        }
+        Command::Apikey(ApiKeyCommand::Revoke { id, out }) => {
+            let id: ApiKeyId = id.parse().map_err(|_| fail("not an API key id"))?;
+            let key = store
+                .write(|c| api_keys::revoke(c, id, now()))
+                .map_err(|e| match e {
+                    StoreError::NotFound => fail(format!("no API key {id}")),
+                    other => other.into(),
+                })?;
+            print(
+                out,
+                json!({"id": key.id, "revoked_at": key.revoked_at.map(linklease_server::rfc3339)}),
+                || format!("revoked API key {}", key.id),
+            );
+        }
+        Command::Apikey(ApiKeyCommand::List { tenant: t, out }) => {
+            let t = tenant(store, &t)?;
+            let all = store.read(|c| api_keys::list(c, t.id))?;
+            print(out, json!({"api_keys": all}), || {
+                all.iter()
+                    .map(|k| {
+                        let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
+                        let state = if k.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        };
+                        format!("{}  {state}  {}", k.id, scopes.join(","))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        Command::Client(ClientCommand::Create {
+            tenant: t,
+            name,
+            allow_ip,
+            out,
+        }) => {
+            let blocks = blocks_of(&allow_ip)?;
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+                return Err(fail("--name must be 1 to 100 characters"));
+            }
+            let t = tenant(store, &t)?;
+            let (client, secret) =
+                store.write(|c| clients::create(c, keys, t.id, name, &blocks, now(), &rng))?;
+            print(
+                out,
+                json!({"client_id": client.id, "client_secret": secret.expose(), "tenant_id": t.id,
+                       "name": client.name, "allowed_ip_blocks": client.allowed_ip_blocks}),
+                || {
+                    format!(
+                        "created client {} for tenant {}\n\n  client_id:     {}\n  client_secret: {}\n\nThe secret is shown once; store it now.",
+                        client.name,
+                        t.name,
+                        client.id,
+                        secret.expose()
+                    )
+                },
+            );
+        }
+        Command::Client(ClientCommand::Revoke { id, reason, out }) => {
+            let id: ClientId = id.parse().map_err(|_| fail("not a client id"))?;
+            let reason = reason.trim();
+            if reason.is_empty() || reason.chars().count() > limits::MAX_REASON_CHARS {
+                return Err(fail(format!(
+                    "--reason must be 1 to {} characters",
+                    limits::MAX_REASON_CHARS
+                )));
+            }
+            let client = store
+                .write(|c| clients::revoke(c, id, reason, now()))
+                .map_err(|e| match e {
+                    StoreError::NotFound => fail(format!("no client {id}")),
+                    other => other.into(),
+                })?;
+            print(
+                out,
+                json!({"client_id": client.id, "revoked_at": client.revoked_at.map(linklease_server::rfc3339),
+                       "revoke_reason": client.revoke_reason}),
+                || format!("revoked client {}", client.id),
+            );
+        }
+        Command::Client(ClientCommand::List { tenant: t, out }) => {
+            let t = tenant(store, &t)?;
+            let all = store.read(|c| clients::list(c, t.id))?;
+            print(out, json!({"clients": all}), || {
+                all.iter()
+                    .map(|c| {
+                        let state = match &c.revoke_reason {
+                            Some(why) => format!("revoked ({why})"),
+                            None => "active".into(),
+                        };
+                        let blocks: Vec<String> = c
+                            .allowed_ip_blocks
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect();
+                        format!("{}  {}  {state}  {}", c.id, c.name, blocks.join(","))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        Command::Serve(_) | Command::Migrate => {}
+    }
+    Ok(())
+}
+
+fn serve(
+    database_url: &str,
+    data_dir: &std::path::Path,
+    pool: &PoolOptions,
+    args: ServeArgs,
+) -> Result<(), Failure> {
+    let trust_proxy = blocks_of(&args.trust_proxy)
+        .map_err(|e| fail(e.0.replace("--allow-ip", "--trust-proxy")))?;
+    let keys = DataDir::open(data_dir)?.secret_keys(&SystemRandom::new())?;
+    let store = Store::open_migrated(database_url, pool)?;
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    actix_web::rt::System::new().block_on(async move {
+        let public_url = args.public_url.clone();
+        let backend = store.backend_name();
+        let provisional = ServerConfig {
+            public_url: public_url.clone().unwrap_or_default(),
+            trust_proxy,
+        };
+        // Bind first, so that port 0 resolves before the public URL is derived from it.
+        let listener = std::net::TcpListener::bind(&args.bind)
+            .map_err(|e| fail(format!("cannot bind {}: {e}", args.bind)))?;
+        let addr = listener.local_addr()?;
+        let config = ServerConfig {
+            public_url: public_url.unwrap_or_else(|| format!("http://{addr}")),
+            ..provisional
+        };
+        let url = config.public_url.clone();
+        let state = AppState::new(store, keys, config, Clock::system());
+        let running = linklease_server::start_on(state, listener, workers)?;
+        println!(
+            "linklease {} listening on http://{addr} ({backend}); links use {url}",
+            env!("CARGO_PKG_VERSION")
+        );
+        log::info!("serving on {addr} with {workers} workers, backend {backend}");
+        running.server.await.map_err(Failure::from)
+    })
+}

@@ -1,0 +1,81 @@
+//! Prometheus metrics, rendered by hand (text format 0.0.4). Routes are labelled by their
+//! pattern (`/l/{token}`), never by the path: paths can carry secrets and unbounded values.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+/// Request counters and latency sums.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(&'static str, String, u16), (u64, f64)>>,
+}
+
+impl Metrics {
+    /// Records one finished request.
+    pub fn observe(&self, method: &'static str, route: &str, status: u16, seconds: f64) {
+        if let Ok(mut map) = self.requests.lock() {
+            let entry = map
+                .entry((method, route.to_owned(), status))
+                .or_insert((0, 0.0));
+            entry.0 += 1;
+            entry.1 += seconds;
+        }
+    }
+
+    /// The text exposition, with the pool gauges passed in.
+    pub fn render(&self, backend: &str, pool_connections: u32, pool_idle: u32) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP linklease_build_info Build and backend of this instance."
+        );
+        let _ = writeln!(out, "# TYPE linklease_build_info gauge");
+        let _ = writeln!(
+            out,
+            "linklease_build_info{{version=\"{}\",backend=\"{backend}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        let _ = writeln!(
+            out,
+            "# HELP linklease_db_pool_connections Open database connections."
+        );
+        let _ = writeln!(out, "# TYPE linklease_db_pool_connections gauge");
+        let _ = writeln!(out, "linklease_db_pool_connections {pool_connections}");
+        let _ = writeln!(
+            out,
+            "# HELP linklease_db_pool_idle Idle database connections."
+        );
+        let _ = writeln!(out, "# TYPE linklease_db_pool_idle gauge");
+        let _ = writeln!(out, "linklease_db_pool_idle {pool_idle}");
+        let Ok(map) = self.requests.lock() else {
+            return out;
+        };
+        let _ = writeln!(
+            out,
+            "# HELP linklease_http_requests_total HTTP requests by route and status."
+        );
+        let _ = writeln!(out, "# TYPE linklease_http_requests_total counter");
+        for ((method, route, status), (count, _)) in map.iter() {
+            let _ = writeln!(
+                out,
+                "linklease_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP linklease_http_request_duration_seconds_sum Time spent answering, by route."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE linklease_http_request_duration_seconds_sum counter"
+        );
+        for ((method, route, status), (_, sum)) in map.iter() {
+            let _ = writeln!(
+                out,
+                "linklease_http_request_duration_seconds_sum{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {sum:.6}"
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,42 @@
+//! The OpenAPI 3 document, generated from the handlers' annotations and the wire types.
+
+use std::sync::LazyLock;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::error::Problem;
+use crate::routes::{grants, ops};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "linklease", description = "Link-and-lease session broker with immutable grants."),
+    paths(
+        grants::create, grants::batch, grants::get, grants::list, grants::revoke,
+        ops::healthz, ops::readyz, ops::metrics, ops::openapi,
+    ),
+    components(schemas(Problem)),
+    modifiers(&Security),
+    tags((name = "grants", description = "Originators create and manage grants"),
+        (name = "ops", description = "Operations")),
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            let mut bearer = Http::new(HttpAuthScheme::Bearer);
+            bearer.bearer_format = Some("llk_ API key".into());
+            components.add_security_scheme("api_key", SecurityScheme::Http(bearer));
+        }
+    }
+}
+
+static DOCUMENT: LazyLock<String> =
+    LazyLock::new(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into()));
+
+/// The document as JSON (built once).
+pub fn document() -> &'static str {
+    &DOCUMENT
+}
