@@ -189,8 +189,8 @@ mod tests {
         );
         assert_eq!(
             detail(r#"{"inner": {"n": 1, "kind": "a"}} x"#),
-            "malformed JSON at line 1 column 35"
+            "malformed JSON at line 1 column 34"
         );
-        assert_eq!(detail("[1]"), "body: wrong type; expected struct Outer");
+        assert_eq!(detail("7"), "body: wrong type; expected struct Outer");
     }
 }

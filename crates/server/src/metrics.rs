@@ -5,10 +5,16 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
+/// Method, route pattern and status of a group of requests.
+type RequestKey = (&'static str, String, u16);
+
+/// How many requests, and the seconds they took together.
+type RequestTotals = (u64, f64);
+
 /// Request counters and latency sums.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, String, u16), (u64, f64)>>,
+    requests: Mutex<BTreeMap<RequestKey, RequestTotals>>,
 }
 
 impl Metrics {

@@ -1,0 +1,287 @@
+//! A running server per test, with a clock the test moves and a log the test reads.
+
+use ring::rand::SystemRandom;
+use serde_json::Value;
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+use linklease_grant::{SecretKeys, TenantId};
+use linklease_server::{AppState, Clock, ServerConfig};
+use linklease_store::api_keys::{self, Scope};
+use linklease_store::tenants;
+use linklease_store::testing::TestDb;
+
+/// The instant every test starts at.
+pub const START: OffsetDateTime = datetime!(2026-11-23 12:00 UTC);
+/// The master secret of test servers.
+pub const MASTER: [u8; 32] = [42; 32];
+/// The public URL test servers put in links.
+pub const PUBLIC_URL: &str = "https://links.example.test";
+
+/// A running linklease.
+pub struct TestServer {
+    pub base: String,
+    pub store: linklease_store::Store,
+    now: Arc<Mutex<OffsetDateTime>>,
+    handle: actix_web::dev::ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+    agent: ureq::Agent,
+}
+
+/// An answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts a problem answer with `status` and `code`, and returns its document.
+    #[track_caller]
+    pub fn problem(&self, status: u16, code: &str) -> Value {
+        assert_eq!(self.status, status, "status of {}", self.text);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json")
+        );
+        let doc = self.json();
+        assert_eq!(doc["code"], code, "{doc}");
+        assert_eq!(doc["status"], status);
+        assert_eq!(doc["type"], format!("urn:linklease:problem:{code}"));
+        assert!(doc["title"].is_string() && doc["detail"].is_string());
+        doc
+    }
+}
+
+impl TestServer {
+    /// Starts a server on `db`.
+    pub fn start(db: &TestDb) -> Self {
+        capture_logs();
+        let now = Arc::new(Mutex::new(START));
+        let clock_now = now.clone();
+        let clock = Clock::from_fn(move || *clock_now.lock().unwrap());
+        let state = AppState::new(
+            db.store.clone(),
+            SecretKeys::from_master(&MASTER),
+            ServerConfig {
+                public_url: format!("{PUBLIC_URL}/"),
+                trust_proxy: Vec::new(),
+            },
+            clock,
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let system = actix_web::rt::System::new();
+            system.block_on(async move {
+                let running = linklease_server::start(state, "127.0.0.1:0", 1).expect("bind");
+                tx.send((running.addrs[0], running.server.handle()))
+                    .unwrap();
+                let _ = running.server.await;
+            });
+        });
+        let (addr, handle) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("server started");
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Self {
+            base: format!("http://{addr}"),
+            store: db.store.clone(),
+            now,
+            handle,
+            thread: Some(thread),
+            agent,
+        }
+    }
+
+    /// Moves the server's clock.
+    pub fn advance(&self, by: time::Duration) {
+        *self.now.lock().unwrap() += by;
+    }
+
+    /// The server's current time.
+    pub fn now(&self) -> OffsetDateTime {
+        *self.now.lock().unwrap()
+    }
+
+    /// A tenant and an API key with every scope.
+    pub fn tenant(&self, name: &str) -> (TenantId, String) {
+        let rng = SystemRandom::new();
+        let t = self
+            .store
+            .write(|c| tenants::create(c, name, START, &rng))
+            .unwrap();
+        (t.id, self.key(t.id, &Scope::ALL))
+    }
+
+    /// An API key of `tenant` with `scopes`.
+    pub fn key(&self, tenant: TenantId, scopes: &[Scope]) -> String {
+        self.key_with_id(tenant, scopes).1
+    }
+
+    /// An API key of `tenant` with `scopes`, and its id.
+    pub fn key_with_id(
+        &self,
+        tenant: TenantId,
+        scopes: &[Scope],
+    ) -> (linklease_grant::ApiKeyId, String) {
+        let keys = SecretKeys::from_master(&MASTER);
+        let scopes = scopes.iter().copied().collect();
+        let (record, secret) = self
+            .store
+            .write(|c| api_keys::create(c, &keys, tenant, &scopes, START, &SystemRandom::new()))
+            .unwrap();
+        (record.id, secret.expose().to_owned())
+    }
+
+    /// Any request.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Reply {
+        let uri = format!("{}{path}", self.base);
+        let mut builder = ureq::http::Request::builder().method(method).uri(&uri);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let result = match body {
+            Some(bytes) => self.agent.run(builder.body(bytes.to_vec()).unwrap()),
+            None => self.agent.run(builder.body(()).unwrap()),
+        };
+        let mut response = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_string()
+            .unwrap_or_default();
+        Reply {
+            status,
+            headers,
+            text,
+        }
+    }
+
+    /// GET with an API key.
+    pub fn get(&self, path: &str, key: &str) -> Reply {
+        let auth = format!("Bearer {key}");
+        self.request("GET", path, &[("authorization", &auth)], None)
+    }
+
+    /// POST JSON with an API key.
+    pub fn post(&self, path: &str, key: &str, body: &Value) -> Reply {
+        let auth = format!("Bearer {key}");
+        let bytes = body.to_string();
+        self.request(
+            "POST",
+            path,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            Some(bytes.as_bytes()),
+        )
+    }
+
+    /// Creates a grant and returns the 201 document.
+    #[track_caller]
+    pub fn create(&self, key: &str, body: &Value) -> Value {
+        let reply = self.post("/v1/grants", key, body);
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        reply.json()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        let _ =
+            std::thread::spawn(move || actix_web::rt::System::new().block_on(handle.stop(false)))
+                .join();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Everything every server of this test binary logged, at every level. The test's own HTTP
+/// client (ureq) logs the URLs it fetches; those lines are the client's, not the server's.
+static LOG: Mutex<String> = Mutex::new(String::new());
+static INSTALL: Once = Once::new();
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        !metadata.target().starts_with("ureq")
+    }
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = format!("{} {} {}\n", record.level(), record.target(), record.args());
+        if let Ok(mut log) = LOG.lock() {
+            log.push_str(&line);
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn capture_logs() {
+    INSTALL.call_once(|| {
+        log::set_boxed_logger(Box::new(Capture)).unwrap();
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+}
+
+/// The captured log so far.
+pub fn logs() -> String {
+    LOG.lock().unwrap().clone()
+}
+
+/// Runs each `fn name(server: &TestServer)` on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! http_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() {
+                let db = linklease_store::testing::TestDb::sqlite();
+                super::$name(&$crate::harness::TestServer::start(&db));
+            } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() {
+                if let Some(db) = linklease_store::testing::TestDb::postgres() {
+                    super::$name(&$crate::harness::TestServer::start(&db));
+                }
+            } )*
+        }
+    };
+}

@@ -1,0 +1,9 @@
+//! The HTTP suite: a real linklease server on a loopback port, a real database (SQLite, and
+//! PostgreSQL when configured), driven over HTTP. Laid out like the routes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+mod grants;
+mod ops;
+mod secrets;

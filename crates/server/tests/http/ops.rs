@@ -1,0 +1,139 @@
+//! `/healthz`, `/readyz`, `/metrics`, `/openapi.json`, unknown routes, headers, and two
+//! instances on one database.
+
+use serde_json::json;
+
+use crate::harness::TestServer;
+use crate::http_tests;
+
+fn health_readiness_and_metrics(s: &TestServer) {
+    let health = s.request("GET", "/healthz", &[], None);
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json(), json!({"status": "ok"}));
+    let ready = s.request("GET", "/readyz", &[], None);
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json(), json!({"status": "ready"}));
+
+    let (_, key) = s.tenant("acme");
+    let g = s.create(&key, &json!({"payload": {}}));
+    let token = g["token"].as_str().unwrap();
+    s.request("GET", &format!("/l/{token}"), &[], None);
+    let metrics = s.request("GET", "/metrics", &[], None);
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = &metrics.text;
+    assert!(
+        text.contains(
+            r#"linklease_http_requests_total{method="POST",route="/v1/grants",status="201"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(
+        r#"linklease_http_requests_total{method="GET",route="/healthz",status="200"} 1"#
+    ));
+    assert!(text.contains("linklease_db_pool_connections"));
+    assert!(!text.contains(token), "metrics never hold a path");
+}
+
+fn openapi_describes_every_route(s: &TestServer) {
+    let reply = s.request("GET", "/openapi.json", &[], None);
+    assert_eq!(reply.status, 200);
+    let doc = reply.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/v1/grants", "post"),
+        ("/v1/grants", "get"),
+        ("/v1/grants/batch", "post"),
+        ("/v1/grants/{id}", "get"),
+        ("/v1/grants/{id}/revoke", "post"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/openapi.json", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing"
+        );
+    }
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "GrantRequest",
+        "Permissions",
+        "FieldSpec",
+        "GrantView",
+        "Problem",
+        "CreatedGrant",
+    ] {
+        assert!(schemas.contains_key(name), "schema {name} missing");
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["api_key"]["scheme"],
+        "bearer"
+    );
+}
+
+fn unknown_routes_and_methods_are_problems_and_headers_are_set(s: &TestServer) {
+    let nothing = s.request("GET", "/nope", &[], None);
+    nothing.problem(404, "not_found");
+    s.request("DELETE", "/v1/grants", &[], None)
+        .problem(405, "method_not_allowed");
+    s.request("GET", "/v1/grants/batch", &[], None)
+        .problem(405, "method_not_allowed");
+    for reply in [nothing, s.request("GET", "/healthz", &[], None)] {
+        assert_eq!(reply.header("cache-control"), Some("no-store"));
+        assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(reply.header("referrer-policy"), Some("no-referrer"));
+        assert_eq!(reply.header("x-frame-options"), Some("DENY"));
+        assert!(
+            reply
+                .header("content-security-policy")
+                .unwrap()
+                .contains("default-src 'none'")
+        );
+        assert!(reply.header("x-request-id").is_some());
+    }
+}
+
+http_tests!(
+    health_readiness_and_metrics,
+    openapi_describes_every_route,
+    unknown_routes_and_methods_are_problems_and_headers_are_set,
+);
+
+mod shared_database {
+    use serde_json::json;
+
+    use crate::harness::TestServer;
+
+    /// Two stateless instances on one database: a grant made through one is read and revoked
+    /// through the other.
+    fn two_instances_share_one_database(db: &linklease_store::testing::TestDb) {
+        let a = TestServer::start(db);
+        let b = TestServer::start(db);
+        let (_, key) = a.tenant("acme");
+        let g = a.create(&key, &json!({"payload": {"x": 1}}));
+        let id = g["id"].as_str().unwrap();
+        assert_eq!(
+            b.get(&format!("/v1/grants/{id}"), &key).json()["status"],
+            "active"
+        );
+        b.post(
+            &format!("/v1/grants/{id}/revoke"),
+            &key,
+            &json!({"reason": "via b"}),
+        );
+        assert_eq!(
+            a.get(&format!("/v1/grants/{id}"), &key).json()["status"],
+            "revoked"
+        );
+    }
+
+    linklease_store::backend_tests!(two_instances_share_one_database);
+}
