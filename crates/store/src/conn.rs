@@ -141,12 +141,13 @@ impl Default for PoolOptions {
 /// The pool type.
 pub type Pool = r2d2::Pool<Manager>;
 
-pub(crate) fn build_pool(backend: Backend, options: &PoolOptions) -> Result<Pool, StoreError> {
+/// Builds the pool without connecting: a server whose database is down still starts, answers
+/// `/readyz` with 503, and recovers by itself when the database returns.
+pub(crate) fn build_pool(backend: Backend, options: &PoolOptions) -> Pool {
     r2d2::Pool::builder()
         .max_size(options.max_size)
         .min_idle(Some(1))
         .connection_timeout(options.timeout)
         .connection_customizer(Box::new(Setup))
-        .build(Manager { backend })
-        .map_err(|e| StoreError::Unavailable(e.to_string()))
+        .build_unchecked(Manager { backend })
 }

@@ -36,7 +36,7 @@ impl Store {
     /// Opens a pool on the database named by `url` (it does not migrate; see [`Store::migrate`]).
     pub fn open(url: &str, options: &PoolOptions) -> Result<Self, StoreError> {
         let backend = Backend::from_url(url)?;
-        let pool = conn::build_pool(backend.clone(), options)?;
+        let pool = conn::build_pool(backend.clone(), options);
         Ok(Self { pool, backend })
     }
 

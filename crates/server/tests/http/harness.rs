@@ -70,12 +70,17 @@ impl Reply {
 impl TestServer {
     /// Starts a server on `db`.
     pub fn start(db: &TestDb) -> Self {
+        Self::start_on(db.store.clone())
+    }
+
+    /// Starts a server on any store (an unreachable one, say).
+    pub fn start_on(store: linklease_store::Store) -> Self {
         capture_logs();
         let now = Arc::new(Mutex::new(START));
         let clock_now = now.clone();
         let clock = Clock::from_fn(move || *clock_now.lock().unwrap());
         let state = AppState::new(
-            db.store.clone(),
+            store.clone(),
             SecretKeys::from_master(&MASTER),
             ServerConfig {
                 public_url: format!("{PUBLIC_URL}/"),
@@ -104,7 +109,7 @@ impl TestServer {
             .into();
         Self {
             base: format!("http://{addr}"),
-            store: db.store.clone(),
+            store,
             now,
             handle,
             thread: Some(thread),

@@ -101,6 +101,37 @@ fn unknown_routes_and_methods_are_problems_and_headers_are_set(s: &TestServer) {
     }
 }
 
+/// With the database down, the server still answers: 503 `unavailable` with `Retry-After`,
+/// never a 500, never a hang, and `/healthz` stays up.
+#[test]
+fn an_unreachable_database_is_unavailable_not_an_error() {
+    let store = linklease_store::Store::open(
+        "postgres://nobody@127.0.0.1:1/none?connect_timeout=1",
+        &linklease_store::PoolOptions {
+            max_size: 2,
+            timeout: std::time::Duration::from_millis(300),
+        },
+    )
+    .unwrap();
+    let s = TestServer::start_on(store);
+    assert_eq!(s.request("GET", "/healthz", &[], None).status, 200);
+    for reply in [
+        s.request("GET", "/readyz", &[], None),
+        s.get(
+            "/v1/grants",
+            "llk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ),
+        s.post(
+            "/v1/grants",
+            "llk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            &json!({"payload": {}}),
+        ),
+    ] {
+        reply.problem(503, "unavailable");
+        assert_eq!(reply.header("retry-after"), Some("1"));
+    }
+}
+
 http_tests!(
     health_readiness_and_metrics,
     openapi_describes_every_route,
