@@ -143,10 +143,14 @@ pub type Pool = r2d2::Pool<Manager>;
 
 /// Builds the pool without connecting: a server whose database is down still starts, answers
 /// `/readyz` with 503, and recovers by itself when the database returns.
+///
+/// Connections open on demand (`min_idle` 0). r2d2 opens them on its own threads; a pool that
+/// kept one warm would still be connecting in the background when a one-shot CLI verb exits,
+/// and libpq's TLS library tearing down under that thread crashes the process.
 pub(crate) fn build_pool(backend: Backend, options: &PoolOptions) -> Pool {
     r2d2::Pool::builder()
         .max_size(options.max_size)
-        .min_idle(Some(1))
+        .min_idle(Some(0))
         .connection_timeout(options.timeout)
         .connection_customizer(Box::new(Setup))
         .build_unchecked(Manager { backend })
