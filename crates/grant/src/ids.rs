@@ -64,3 +64,11 @@ id_type!(
     /// A lease (a session on one grant).
     LeaseId
 );
+id_type!(
+    /// A flow (one attempt to turn a link into a lease).
+    FlowId
+);
+id_type!(
+    /// A submission.
+    SubmissionId
+);

@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 pub use cidr::IpBlock;
 pub use contact::OtpChannel;
 pub use factor::FactorKind;
-pub use ids::{ApiKeyId, ClientId, GrantId, LeaseId, TenantId};
+pub use ids::{ApiKeyId, ClientId, FlowId, GrantId, LeaseId, SubmissionId, TenantId};
 pub use permissions::{CreateSpec, FieldSpec, FieldType, Permissions};
 pub use problems::{FieldProblem, Problems};
 pub use request::{GrantRequest, GrantRequestError, Issued, Issuer};

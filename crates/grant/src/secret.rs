@@ -8,7 +8,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::SecureRandom;
-use ring::{hkdf, hmac};
+use ring::{aead, hkdf, hmac};
 use serde::Deserialize;
 use std::fmt;
 
@@ -78,15 +78,21 @@ pub enum Purpose {
     Factor,
     /// One-time codes.
     Otp,
+    /// The browser's flow cookie (`__Host-ll_flow`).
+    FlowCookie,
+    /// CSRF tokens, bound to one flow or one lease.
+    Csrf,
 }
 
 impl Purpose {
-    const ALL: [Purpose; 5] = [
+    const ALL: [Purpose; 7] = [
         Purpose::LinkToken,
         Purpose::ApiKey,
         Purpose::ClientSecret,
         Purpose::Factor,
         Purpose::Otp,
+        Purpose::FlowCookie,
+        Purpose::Csrf,
     ];
 
     fn info(self) -> &'static [u8] {
@@ -96,6 +102,8 @@ impl Purpose {
             Purpose::ClientSecret => b"linklease v1 client-secret",
             Purpose::Factor => b"linklease v1 factor",
             Purpose::Otp => b"linklease v1 otp",
+            Purpose::FlowCookie => b"linklease v1 flow-cookie",
+            Purpose::Csrf => b"linklease v1 csrf",
         }
     }
 }
@@ -104,7 +112,9 @@ impl Purpose {
 ///
 /// Every instance that shares a database must share the master secret (the data dir).
 pub struct SecretKeys {
-    keys: [hmac::Key; 5],
+    keys: [hmac::Key; 7],
+    /// `None` only if HKDF refused one block, which it never does.
+    wrap: Option<aead::LessSafeKey>,
 }
 
 impl fmt::Debug for SecretKeys {
@@ -125,9 +135,51 @@ impl SecretKeys {
                 Err(_) => hmac::Key::new(hmac::HMAC_SHA256, &[]),
             }
         };
+        let wrap = prk
+            .expand(&[b"linklease v1 key-wrap"], &aead::AES_256_GCM)
+            .ok()
+            .map(|okm| aead::LessSafeKey::new(aead::UnboundKey::from(okm)));
         Self {
             keys: Purpose::ALL.map(derive),
+            wrap,
         }
+    }
+
+    /// Encrypts `plaintext` (a private signing key) for storage, bound to `aad` (its key id),
+    /// with AES-256-GCM under a key derived from the master secret. Output: nonce ‖ sealed.
+    pub fn seal(
+        &self,
+        plaintext: &[u8],
+        aad: &[u8],
+        rng: &dyn SecureRandom,
+    ) -> Result<Vec<u8>, RandomError> {
+        let mut nonce = [0u8; aead::NONCE_LEN];
+        rng.fill(&mut nonce).map_err(|_| RandomError)?;
+        let wrap = self.wrap.as_ref().ok_or(RandomError)?;
+        let mut sealed = plaintext.to_vec();
+        wrap.seal_in_place_append_tag(
+            aead::Nonce::assume_unique_for_key(nonce),
+            aead::Aad::from(aad),
+            &mut sealed,
+        )
+        .map_err(|_| RandomError)?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Decrypts what [`SecretKeys::seal`] made; `None` if it was altered, bound to another `aad`
+    /// or sealed under another master secret.
+    pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+        let (nonce, body) = sealed.split_at_checked(aead::NONCE_LEN)?;
+        let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut body = body.to_vec();
+        let plain = self
+            .wrap
+            .as_ref()?
+            .open_in_place(nonce, aead::Aad::from(aad), &mut body)
+            .ok()?;
+        Some(plain.to_vec())
     }
 
     fn key(&self, purpose: Purpose) -> &hmac::Key {
@@ -185,6 +237,25 @@ mod tests {
         assert!(!keys.verify(Purpose::ApiKey, &[b"x "], &a));
         let other = SecretKeys::from_master(&[2; 32]);
         assert!(!other.verify(Purpose::ApiKey, &[b"x"], &a));
+    }
+
+    #[test]
+    fn sealed_keys_open_only_with_the_same_master_and_aad() {
+        let rng = SystemRandom::new();
+        let keys = SecretKeys::from_master(&[3; 32]);
+        let sealed = keys.seal(b"private", b"kid-1", &rng).unwrap();
+        assert!(!sealed.windows(7).any(|w| w == b"private"));
+        assert_eq!(keys.open(&sealed, b"kid-1").unwrap(), b"private");
+        assert!(keys.open(&sealed, b"kid-2").is_none());
+        assert!(
+            SecretKeys::from_master(&[4; 32])
+                .open(&sealed, b"kid-1")
+                .is_none()
+        );
+        let mut flipped = sealed.clone();
+        flipped[20] ^= 1;
+        assert!(keys.open(&flipped, b"kid-1").is_none());
+        assert!(keys.open(&sealed[..5], b"kid-1").is_none());
     }
 
     #[test]
