@@ -72,6 +72,22 @@ pub struct ServeArgs {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "LINKLEASE_WORKERS")]
     pub workers: Option<usize>,
+    /// Where one-time codes go: console | outbox:PATH | smtp:URL | webhook:URL.
+    #[arg(long, env = "LINKLEASE_COURIER", default_value = "console")]
+    pub courier: String,
+    /// HMAC-SHA256 key signing webhook courier requests (X-Linklease-Signature).
+    #[arg(long, env = "LINKLEASE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Sender of e-mailed codes.
+    #[arg(
+        long,
+        env = "LINKLEASE_SMTP_FROM",
+        default_value = "linklease <linklease@localhost>"
+    )]
+    pub smtp_from: String,
+    /// Requests per minute per client address on /l/, /flow and /v1/exchange.
+    #[arg(long, env = "LINKLEASE_RATE_LIMIT", default_value_t = 60)]
+    pub rate_limit: u32,
 }
 
 /// Output as one JSON object.

@@ -4,7 +4,7 @@ use ring::rand::SystemRandom;
 use serde_json::json;
 use std::fmt;
 
-use linklease_grant::{ApiKeyId, ClientId, IpBlock, SecretKeys, limits};
+use linklease_grant::{ApiKeyId, ClientId, IpBlock, SecretKeys, SecretString, limits};
 use linklease_server::{AppState, Clock, DataDir, ServerConfig};
 use linklease_store::api_keys::{self, Scope};
 use linklease_store::{PoolOptions, Store, StoreError, clients, tenants};
@@ -284,6 +284,15 @@ fn serve(
 ) -> Result<(), Failure> {
     let trust_proxy = blocks_of(&args.trust_proxy)
         .map_err(|e| fail(e.0.replace("--allow-ip", "--trust-proxy")))?;
+    let courier = linklease_courier::from_spec(
+        &args.courier,
+        &linklease_courier::CourierOptions {
+            smtp_from: args.smtp_from.clone(),
+            webhook_secret: args.webhook_secret.clone().map(SecretString::new),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| fail(format!("--courier: {e}")))?;
     let keys = DataDir::open(data_dir)?.secret_keys(&SystemRandom::new())?;
     let store = Store::open_migrated(database_url, pool)?;
     let workers = args
@@ -305,7 +314,9 @@ fn serve(
             ..provisional
         };
         let url = config.public_url.clone();
-        let state = AppState::new(store, keys, config, Clock::system());
+        let state = AppState::new(store, keys, config, Clock::system())
+            .with_courier(courier)
+            .with_rate_limit(args.rate_limit);
         let running = linklease_server::start_on(state, listener, workers)?;
         println!(
             "linklease {} listening on http://{addr} ({backend}); links use {url}",

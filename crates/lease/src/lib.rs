@@ -9,6 +9,8 @@ pub mod otp;
 pub mod submission;
 pub mod token;
 
+/// The cookie type the `cookie` module builds.
+pub use ::cookie::Cookie;
 pub use flow::{Effect, Event, Flow, FlowError, Holder, SentOtp, Step, Transition};
 pub use keys::{KeyError, KeySet, SigningKey};
 pub use limits::FlowLimits;

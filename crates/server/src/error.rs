@@ -14,6 +14,7 @@ use serde::Serialize;
 use std::fmt;
 
 use linklease_grant::{FieldProblem, GrantStatus, Problems};
+use linklease_lease::FlowError;
 use linklease_store::StoreError;
 
 /// The stable problem codes.
@@ -178,6 +179,8 @@ pub struct ApiError {
     pub errors: Vec<FieldProblem>,
     /// Seconds to wait, for 429 and 503.
     pub retry_after: Option<u32>,
+    /// For `factor_mismatch` and `otp_mismatch`: tries left before a lock or a dead flow.
+    pub attempts_left: Option<u32>,
     /// Logged, never sent.
     cause: Option<String>,
 }
@@ -190,6 +193,7 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             retry_after: None,
+            attempts_left: None,
             cause: None,
         }
     }
@@ -238,6 +242,38 @@ impl ApiError {
         Self {
             cause: Some(cause.to_string()),
             ..Self::new(Code::Internal, "an internal error occurred")
+        }
+    }
+
+    /// The answer for a refused flow step.
+    pub fn flow(e: FlowError) -> Self {
+        let detail = e.to_string();
+        match e {
+            FlowError::Expired | FlowError::Dead | FlowError::Finished => {
+                Self::new(Code::FlowExpired, detail)
+            }
+            FlowError::WrongStep => Self::new(Code::InvalidRequest, detail),
+            FlowError::FactorMismatch => Self::new(Code::FactorMismatch, detail),
+            FlowError::OtpMismatch { tries_left } => Self {
+                attempts_left: Some(tries_left),
+                ..Self::new(Code::OtpMismatch, detail)
+            },
+            FlowError::OtpExpired => Self::new(Code::OtpExpired, detail),
+            FlowError::ResendTooSoon { retry_after } => Self {
+                retry_after: Some(
+                    u32::try_from(retry_after.whole_seconds().max(0) + 1).unwrap_or(u32::MAX),
+                ),
+                ..Self::new(Code::TooManyRequests, detail)
+            },
+            FlowError::SendsExhausted => Self::new(Code::TooManyRequests, detail),
+        }
+    }
+
+    /// `too_many_requests` with a retry hint in seconds.
+    pub fn too_many(retry_after: u32) -> Self {
+        Self {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(Code::TooManyRequests, "too many requests; slow down")
         }
     }
 
@@ -290,6 +326,9 @@ pub struct Problem {
     /// Per-field problems (validation errors).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldProblem>,
+    /// Tries left (`factor_mismatch`, `otp_mismatch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts_left: Option<u32>,
 }
 
 impl ResponseError for ApiError {
@@ -317,6 +356,7 @@ impl ResponseError for ApiError {
             detail: self.detail.clone(),
             code: self.code,
             errors: self.errors.clone(),
+            attempts_left: self.attempts_left,
         })
     }
 }

@@ -6,8 +6,14 @@ pub mod client_ip;
 pub mod clock;
 pub mod data_dir;
 pub mod error;
+pub mod exchange;
+pub mod keyring;
+pub mod lease_auth;
+pub mod lease_ops;
 pub mod metrics;
 pub mod openapi;
+pub mod partner;
+pub mod rate_limit;
 pub mod routes;
 
 use actix_web::body::MessageBody;
@@ -21,8 +27,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use time::OffsetDateTime;
 
+use linklease_courier::Courier;
 use linklease_grant::{IpBlock, SecretKeys};
+use linklease_lease::FlowLimits;
 use linklease_store::{Store, StoreError};
+use ring::rand::SystemRandom;
 
 pub use clock::Clock;
 pub use data_dir::DataDir;
@@ -50,6 +59,16 @@ pub struct AppState {
     pub clock: Clock,
     /// Request metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// Flow and lease limits (spec §6).
+    pub limits: Arc<FlowLimits>,
+    /// Lease-signing keys.
+    pub keyring: Arc<keyring::Keyring>,
+    /// Delivers one-time codes.
+    pub courier: Arc<dyn Courier>,
+    /// Per-address limits on the consumer routes.
+    pub rate_limit: Arc<rate_limit::RateLimiter>,
+    /// The system's secure randomness.
+    pub rng: SystemRandom,
 }
 
 impl AppState {
@@ -64,6 +83,24 @@ impl AppState {
             }),
             clock,
             metrics: Arc::default(),
+            limits: Arc::new(FlowLimits::default()),
+            keyring: Arc::default(),
+            courier: Arc::new(linklease_courier::ConsoleCourier),
+            rate_limit: Arc::new(rate_limit::RateLimiter::new(rate_limit::DEFAULT_PER_MINUTE)),
+            rng: SystemRandom::new(),
+        }
+    }
+
+    /// The same state delivering codes through `courier`.
+    pub fn with_courier(self, courier: Arc<dyn Courier>) -> Self {
+        Self { courier, ..self }
+    }
+
+    /// The same state allowing `per_minute` requests per address on the consumer routes.
+    pub fn with_rate_limit(self, per_minute: u32) -> Self {
+        Self {
+            rate_limit: Arc::new(rate_limit::RateLimiter::new(per_minute)),
+            ..self
         }
     }
 }
@@ -78,6 +115,19 @@ where
     web::block(move || f(&store))
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))?
+}
+
+/// Runs `f` with the whole state on the blocking thread pool: for service code (the exchange,
+/// lease operations) that makes several store calls and may wait on a courier.
+pub async fn run<T, F>(state: &web::Data<AppState>, f: F) -> Result<T, ApiError>
+where
+    F: FnOnce(&AppState) -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    let state = state.clone();
+    web::block(move || f(&state))
+        .await
+        .map_err(ApiError::unavailable)?
 }
 
 /// RFC 3339 with the stored (microsecond) precision.

@@ -10,6 +10,8 @@ use linklease_grant::{
     TenantId, micros,
 };
 
+use linklease_lease::FlowLimits;
+
 use crate::audit::{self, Actor, AuditKind, NewEvent};
 use crate::conn::MultiBackend;
 use crate::schema::{grant_labels, grant_payloads, grant_state, grants};
@@ -198,14 +200,37 @@ type GrantAndState = (GrantRow, StateRow);
 
 /// One grant of `tenant`; another tenant's grant is `NotFound`.
 pub fn get(conn: &mut DbConn, tenant: TenantId, id: GrantId) -> Result<GrantRecord, StoreError> {
-    let (row, state): GrantAndState = grants::table
+    let record = by_id(conn, id)?;
+    if record.grant.tenant == tenant {
+        Ok(record)
+    } else {
+        Err(StoreError::NotFound)
+    }
+}
+
+/// One grant of any tenant, for paths where the id comes from a verified lease or flow.
+pub fn by_id(conn: &mut DbConn, id: GrantId) -> Result<GrantRecord, StoreError> {
+    let found: GrantAndState = grants::table
         .inner_join(grant_state::table)
         .filter(grants::id.eq(id.to_string()))
-        .filter(grants::tenant_id.eq(tenant.to_string()))
         .select((GrantRow::as_select(), StateRow::as_select()))
         .first(conn)?;
+    record(conn, found)
+}
+
+/// The grant whose link token has this keyed hash (a link visit or an exchange).
+pub fn by_token(conn: &mut DbConn, token_hash: &SecretHash) -> Result<GrantRecord, StoreError> {
+    let found: GrantAndState = grants::table
+        .inner_join(grant_state::table)
+        .filter(grants::token_hash.eq(&token_hash.0[..]))
+        .select((GrantRow::as_select(), StateRow::as_select()))
+        .first(conn)?;
+    record(conn, found)
+}
+
+fn record(conn: &mut DbConn, (row, state): GrantAndState) -> Result<GrantRecord, StoreError> {
     let superseded_by = grants::table
-        .filter(grants::supersedes.eq(id.to_string()))
+        .filter(grants::supersedes.eq(&row.id))
         .select(grants::id)
         .first::<String>(conn)
         .optional()?
@@ -216,6 +241,152 @@ pub fn get(conn: &mut DbConn, tenant: TenantId, id: GrantId) -> Result<GrantReco
         state: state.try_into()?,
         superseded_by,
     })
+}
+
+/// A failed attempt to count against a grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// A wrong second factor.
+    Factor,
+    /// A wrong one-time code.
+    Otp,
+}
+
+/// Counts one failure on `grant` and locks it (recording `grant.locked`) when the counts reach
+/// the limits. Returns the grant's facts after the change. Call inside a write transaction.
+pub fn count_failure(
+    conn: &mut DbConn,
+    grant: &Grant,
+    failure: Failure,
+    limits: &FlowLimits,
+    now: OffsetDateTime,
+) -> Result<GrantState, StoreError> {
+    let id = grant.id.to_string();
+    let target = grant_state::table.filter(grant_state::grant_id.eq(&id));
+    match failure {
+        Failure::Factor => diesel::update(target)
+            .set(grant_state::factor_failures.eq(grant_state::factor_failures + 1))
+            .execute(conn)?,
+        Failure::Otp => diesel::update(target)
+            .set(grant_state::otp_failures.eq(grant_state::otp_failures + 1))
+            .execute(conn)?,
+    };
+    let mut state: GrantState = target
+        .select(StateRow::as_select())
+        .first(conn)?
+        .try_into()?;
+    if state.locked_at.is_none() && limits.locks(state.factor_failures, state.otp_failures) {
+        let now = micros::truncate(now);
+        let locked = diesel::update(target.filter(grant_state::locked_at.is_null()))
+            .set(grant_state::locked_at.eq(micros::to_micros(now)))
+            .execute(conn)?;
+        if locked == 1 {
+            state.locked_at = Some(now);
+            audit::append(
+                conn,
+                &NewEvent {
+                    at: now,
+                    tenant: Some(grant.tenant),
+                    grant: Some(grant.id),
+                    lease: None,
+                    kind: AuditKind::GrantLocked,
+                    actor: Actor::system(),
+                    detail: serde_json::json!({
+                        "factor_failures": state.factor_failures,
+                        "otp_failures": state.otp_failures,
+                    }),
+                },
+            )?;
+        }
+    }
+    Ok(state)
+}
+
+/// Takes one use of `grant`, or fails with its status if it is no longer active. One
+/// conditional update: of any number of concurrent callers on any number of instances, exactly
+/// `max_uses` succeed. Records `grant.used` when the last use is taken. Returns the uses taken
+/// so far. Call inside the write transaction that stores what the use is for.
+pub fn take_use(
+    conn: &mut DbConn,
+    grant: &Grant,
+    actor: &Actor,
+    now: OffsetDateTime,
+) -> Result<u32, StoreError> {
+    if now >= grant.expires_at {
+        return Err(StoreError::GrantNotActive(GrantStatus::Expired));
+    }
+    let id = grant.id.to_string();
+    let taken = diesel::update(
+        grant_state::table
+            .filter(grant_state::grant_id.eq(&id))
+            .filter(grant_state::uses.lt(to_i32(grant.max_uses)))
+            .filter(grant_state::revoked_at.is_null())
+            .filter(grant_state::locked_at.is_null()),
+    )
+    .set(grant_state::uses.eq(grant_state::uses + 1))
+    .execute(conn)?;
+    let state: GrantState = grant_state::table
+        .filter(grant_state::grant_id.eq(&id))
+        .select(StateRow::as_select())
+        .first(conn)?
+        .try_into()?;
+    if taken == 0 {
+        return Err(StoreError::GrantNotActive(state.status(
+            grant.expires_at,
+            grant.max_uses,
+            now,
+        )));
+    }
+    if state.uses >= grant.max_uses {
+        audit::append(
+            conn,
+            &NewEvent {
+                at: micros::truncate(now),
+                tenant: Some(grant.tenant),
+                grant: Some(grant.id),
+                lease: None,
+                kind: AuditKind::GrantUsed,
+                actor: actor.clone(),
+                detail: serde_json::json!({ "uses": state.uses }),
+            },
+        )?;
+    }
+    Ok(state.uses)
+}
+
+/// Reserves `count` child records against `max` (all submissions of the grant together).
+/// Returns how many were left if they do not fit. Call inside the submission's transaction.
+pub fn take_creates(
+    conn: &mut DbConn,
+    grant: GrantId,
+    count: u32,
+    max: u32,
+) -> Result<Result<(), u32>, StoreError> {
+    if count == 0 {
+        return Ok(Ok(()));
+    }
+    if count <= max {
+        let taken = diesel::update(
+            grant_state::table
+                .filter(grant_state::grant_id.eq(grant.to_string()))
+                .filter(grant_state::creates.le(to_i32(max - count))),
+        )
+        .set(grant_state::creates.eq(grant_state::creates + to_i32(count)))
+        .execute(conn)?;
+        if taken == 1 {
+            return Ok(Ok(()));
+        }
+    }
+    Ok(Err(max.saturating_sub(creates(conn, grant)?)))
+}
+
+/// Child records created so far on `grant`.
+pub fn creates(conn: &mut DbConn, grant: GrantId) -> Result<u32, StoreError> {
+    let created: i32 = grant_state::table
+        .filter(grant_state::grant_id.eq(grant.to_string()))
+        .select(grant_state::creates)
+        .first(conn)?;
+    u32::try_from(created).map_err(|_| StoreError::Corrupt("negative creates".into()))
 }
 
 /// The stored payload of a grant (`None` once retention removed it).

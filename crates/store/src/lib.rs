@@ -5,9 +5,13 @@ pub mod audit;
 pub mod clients;
 mod conn;
 mod error;
+pub mod flows;
 pub mod grants;
+pub mod leases;
 pub mod migrate;
 pub mod schema;
+pub mod signing_keys;
+pub mod submissions;
 pub mod tenants;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -80,6 +80,66 @@ diesel::table! {
         locked_at -> Nullable<BigInt>,
         revoked_at -> Nullable<BigInt>,
         revoke_reason -> Nullable<Text>,
+        creates -> Integer,
+    }
+}
+
+diesel::table! {
+    signing_keys (kid) {
+        kid -> Text,
+        created_at -> BigInt,
+        retired_at -> Nullable<BigInt>,
+        public_key -> Binary,
+        sealed_private -> Binary,
+    }
+}
+
+diesel::table! {
+    flows (id) {
+        id -> Text,
+        grant_id -> Text,
+        client_id -> Nullable<Text>,
+        cookie_hash -> Nullable<Binary>,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        step -> Text,
+        sends -> Integer,
+        otp_send -> Nullable<Integer>,
+        otp_hash -> Nullable<Binary>,
+        otp_sent_at -> Nullable<BigInt>,
+        otp_expires_at -> Nullable<BigInt>,
+        otp_tries -> Nullable<Integer>,
+        version -> Integer,
+    }
+}
+
+diesel::table! {
+    leases (id) {
+        id -> Text,
+        tenant_id -> Text,
+        grant_id -> Text,
+        flow_id -> Text,
+        client_id -> Nullable<Text>,
+        issued_at -> BigInt,
+        expires_at -> BigInt,
+        ended_at -> Nullable<BigInt>,
+        end_reason -> Nullable<Text>,
+        ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    submissions (id) {
+        id -> Text,
+        tenant_id -> Text,
+        grant_id -> Text,
+        lease_id -> Text,
+        received_at -> BigInt,
+        body -> Text,
+        body_sha256 -> Binary,
+        creates -> Integer,
+        idempotency_key -> Nullable<Text>,
     }
 }
 
@@ -112,4 +172,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     grant_labels,
     grant_state,
     audit_events,
+    signing_keys,
+    flows,
+    leases,
+    submissions,
 );

@@ -3,8 +3,6 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -21,7 +19,7 @@ use linklease_store::grants::{self, GrantRecord, ListFilter};
 use crate::auth::Originator;
 use crate::body::{BATCH_BODY_LIMIT, GRANT_BODY_LIMIT, JsonBody, SMALL_BODY_LIMIT};
 use crate::error::{ApiError, Code, Problem};
-use crate::routes::resource;
+use crate::routes::{decode_cursor, encode_cursor, resource};
 use crate::{AppState, blocking, rfc3339};
 
 /// Registers the routes.
@@ -396,15 +394,6 @@ fn list_filter(query: &str) -> Result<ListFilter, ApiError> {
         }
     }
     Ok(filter)
-}
-
-fn encode_cursor(id: GrantId) -> String {
-    URL_SAFE_NO_PAD.encode(id.to_string())
-}
-
-fn decode_cursor(cursor: &str) -> Option<GrantId> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    std::str::from_utf8(&bytes).ok()?.parse().ok()
 }
 
 /// List the tenant's grants, newest first, filtered by status and labels.

@@ -1,15 +1,25 @@
 //! HTTP routes, one module per area of the product contract.
 
+pub mod browser;
+pub mod exchange;
 pub mod grants;
+pub mod lease;
 pub mod ops;
+pub mod submissions;
 
 use actix_web::{HttpResponse, web};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::error::{ApiError, Code};
 
 /// Every route of the application.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     grants::configure(cfg);
+    submissions::configure(cfg);
+    exchange::configure(cfg);
+    lease::configure(cfg);
+    browser::configure(cfg);
     ops::configure(cfg);
 }
 
@@ -29,4 +39,15 @@ pub async fn no_route() -> Result<HttpResponse, ApiError> {
 /// A resource whose unsupported methods answer with a problem document, not an empty 405.
 pub fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+/// An opaque page cursor for the id of the last item of a page.
+pub fn encode_cursor(id: impl std::fmt::Display) -> String {
+    URL_SAFE_NO_PAD.encode(id.to_string())
+}
+
+/// The id inside a cursor made by [`encode_cursor`].
+pub fn decode_cursor<T: std::str::FromStr>(cursor: &str) -> Option<T> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    std::str::from_utf8(&bytes).ok()?.parse().ok()
 }

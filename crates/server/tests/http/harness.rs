@@ -28,6 +28,8 @@ pub struct TestServer {
     handle: actix_web::dev::ServerHandle,
     thread: Option<std::thread::JoinHandle<()>>,
     agent: ureq::Agent,
+    /// Holds the outbox file the courier writes codes to.
+    outbox: tempfile::TempDir,
 }
 
 /// An answer.
@@ -75,7 +77,18 @@ impl TestServer {
 
     /// Starts a server on any store (an unreachable one, say).
     pub fn start_on(store: linklease_store::Store) -> Self {
+        Self::start_with(store, 10_000)
+    }
+
+    /// Starts a server allowing `per_minute` requests per address on the consumer routes.
+    pub fn start_with(store: linklease_store::Store, per_minute: u32) -> Self {
         capture_logs();
+        let outbox = tempfile::tempdir().unwrap();
+        let courier = linklease_courier::from_spec(
+            &format!("outbox:{}", outbox.path().join("outbox.jsonl").display()),
+            &linklease_courier::CourierOptions::default(),
+        )
+        .unwrap();
         let now = Arc::new(Mutex::new(START));
         let clock_now = now.clone();
         let clock = Clock::from_fn(move || *clock_now.lock().unwrap());
@@ -87,7 +100,9 @@ impl TestServer {
                 trust_proxy: Vec::new(),
             },
             clock,
-        );
+        )
+        .with_courier(courier)
+        .with_rate_limit(per_minute);
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let system = actix_web::rt::System::new();
@@ -114,6 +129,87 @@ impl TestServer {
             handle,
             thread: Some(thread),
             agent,
+            outbox,
+        }
+    }
+
+    /// Every code the courier delivered, as spec §5 JSON lines.
+    pub fn outbox(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.outbox.path().join("outbox.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The last code delivered.
+    #[track_caller]
+    pub fn last_code(&self) -> String {
+        let all = self.outbox();
+        all.last().expect("a code was sent")["code"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// A partner client of `tenant` allowed from `blocks`; returns the Basic credentials.
+    pub fn client(&self, tenant: TenantId, blocks: &[&str]) -> String {
+        use base64::Engine as _;
+        let keys = SecretKeys::from_master(&MASTER);
+        let blocks: Vec<linklease_grant::IpBlock> =
+            blocks.iter().map(|b| b.parse().unwrap()).collect();
+        let (client, secret) = self
+            .store
+            .write(|c| {
+                linklease_store::clients::create(
+                    c,
+                    &keys,
+                    tenant,
+                    "partner",
+                    &blocks,
+                    START,
+                    &SystemRandom::new(),
+                )
+            })
+            .unwrap();
+        let pair = format!("{}:{}", client.id, secret.expose());
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    }
+
+    /// POST JSON with any authorization header value.
+    pub fn post_as(&self, path: &str, authorization: &str, body: &Value) -> Reply {
+        let bytes = body.to_string();
+        self.request(
+            "POST",
+            path,
+            &[
+                ("authorization", authorization),
+                ("content-type", "application/json"),
+            ],
+            Some(bytes.as_bytes()),
+        )
+    }
+
+    /// A request with a lease token (Bearer).
+    pub fn lease_call(&self, method: &str, path: &str, lease: &str, body: Option<&Value>) -> Reply {
+        let auth = format!("Bearer {lease}");
+        match body {
+            Some(body) => {
+                let bytes = body.to_string();
+                self.request(
+                    method,
+                    path,
+                    &[
+                        ("authorization", &auth),
+                        ("content-type", "application/json"),
+                    ],
+                    Some(bytes.as_bytes()),
+                )
+            }
+            None => self.request(method, path, &[("authorization", &auth)], None),
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod exchange;
 mod grants;
 mod ops;
 mod secrets;

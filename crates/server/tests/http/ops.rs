@@ -52,6 +52,16 @@ fn openapi_describes_every_route(s: &TestServer) {
         ("/v1/grants/batch", "post"),
         ("/v1/grants/{id}", "get"),
         ("/v1/grants/{id}/revoke", "post"),
+        ("/v1/grants/{id}/submissions", "get"),
+        ("/v1/submissions", "get"),
+        ("/v1/exchange", "post"),
+        ("/v1/exchange/{flow_id}/otp", "post"),
+        ("/v1/exchange/{flow_id}/resend", "post"),
+        ("/v1/lease", "get"),
+        ("/v1/lease", "delete"),
+        ("/v1/lease/submissions", "post"),
+        ("/v1/lease/complete", "post"),
+        ("/v1/lease/refresh", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
@@ -70,6 +80,11 @@ fn openapi_describes_every_route(s: &TestServer) {
         "GrantView",
         "Problem",
         "CreatedGrant",
+        "SubmissionRequest",
+        "LeaseToken",
+        "LeaseView",
+        "ExchangeStarted",
+        "SubmissionList",
     ] {
         assert!(schemas.contains_key(name), "schema {name} missing");
     }

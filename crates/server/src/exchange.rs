@@ -1,0 +1,492 @@
+//! The lease exchange, shared by the browser pages and the partner API: open a flow from a
+//! link, check the factor, deliver and check codes, issue the lease.
+//!
+//! Each step runs on a blocking thread. The pure flow machine (`linklease_lease::Flow::step`)
+//! decides; this module carries out its effects in one transaction with the flow's
+//! compare-and-set, and delivers codes through the courier *outside* any transaction (a slow
+//! mail server must not hold a database lock). A failed delivery leaves the flow where it was:
+//! the visitor gets `unavailable` and may ask again; nothing is lost.
+
+use std::net::IpAddr;
+
+use linklease_courier::OtpMessage;
+use linklease_grant::contact::mask;
+use linklease_grant::{
+    FactorKind, FlowId, GrantStatus, IpBlock, LeaseId, LinkToken, OtpChannel, Purpose, SecretHash,
+    SecretString, TenantId, factor, micros,
+};
+use linklease_lease::token::{self, LeaseClaims, Scope};
+use linklease_lease::{Effect, Event, Flow, FlowError, Holder, Transition, lease, otp};
+use linklease_store::audit::{self, Actor, AuditKind, NewEvent};
+use linklease_store::flows::{self, StoredFlow};
+use linklease_store::grants::{self, Failure, GrantRecord};
+use linklease_store::leases::{self, LeaseRecord};
+use linklease_store::{DbConn, StoreError};
+use time::OffsetDateTime;
+
+use crate::AppState;
+use crate::error::{ApiError, Code};
+
+/// Who is acting, from where.
+#[derive(Clone, Debug)]
+pub struct Visitor {
+    /// The browser or the partner client.
+    pub holder: Holder,
+    /// The client address.
+    pub ip: Option<IpAddr>,
+    /// Its user agent.
+    pub user_agent: Option<String>,
+    /// A partner may only open links of its own tenant.
+    pub tenant: Option<TenantId>,
+}
+
+impl Visitor {
+    /// The audit actor.
+    pub fn actor(&self) -> Actor {
+        let (kind, id) = match self.holder {
+            Holder::Browser => ("visitor", None),
+            Holder::Partner(client) => ("client", Some(client.to_string())),
+        };
+        Actor {
+            kind,
+            id,
+            ip: self.ip.map(|ip| ip.to_string()),
+            user_agent: self.user_agent.clone(),
+        }
+    }
+}
+
+/// A flow just opened from a link.
+#[derive(Debug)]
+pub struct Opened {
+    /// The flow.
+    pub flow: Flow,
+    /// The grant's factor kind (what to ask for).
+    pub factor: FactorKind,
+    /// For a browser: the cookie secret (only its keyed hash is stored).
+    pub cookie_secret: Option<SecretString>,
+}
+
+/// What comes after a step that succeeded.
+#[derive(Debug)]
+pub enum Next {
+    /// A code was sent to this (masked) destination.
+    Otp {
+        /// The masked destination.
+        sent_to: String,
+    },
+    /// The lease was issued.
+    Lease(Box<IssuedLease>),
+}
+
+/// A lease and its signed token.
+#[derive(Debug)]
+pub struct IssuedLease {
+    /// The stored lease.
+    pub lease: LeaseRecord,
+    /// The JWT.
+    pub token: SecretString,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+}
+
+/// The keyed hash under which a browser flow's cookie secret is stored.
+pub fn cookie_hash(state: &AppState, secret: &str) -> SecretHash {
+    state.keys.hash(Purpose::FlowCookie, &[secret.as_bytes()])
+}
+
+fn active(record: &GrantRecord, now: OffsetDateTime) -> Result<(), ApiError> {
+    match record.status(now) {
+        GrantStatus::Active => Ok(()),
+        status => Err(ApiError::grant_inactive(status)),
+    }
+}
+
+/// Both the client's blocks and the grant's must allow the address; an unknown address is
+/// allowed only where no block is set.
+pub fn ip_allowed(blocks: &[IpBlock], ip: Option<IpAddr>) -> bool {
+    blocks.is_empty() || ip.is_some_and(|ip| IpBlock::allows(blocks, ip))
+}
+
+fn forbidden_ip() -> ApiError {
+    ApiError::new(Code::Forbidden, "this address may not use this link")
+}
+
+/// Opens a flow from a link token and records `link.visited`. Never sends a code, never
+/// issues a lease, never consumes a use: opening a link twice is harmless.
+pub fn open(state: &AppState, token: &str, visitor: &Visitor) -> Result<Opened, ApiError> {
+    let link_invalid = || ApiError::new(Code::LinkInvalid, "this link is not valid");
+    let token = LinkToken::parse(token).ok_or_else(link_invalid)?;
+    let hash = token.hash(&state.keys);
+    let now = micros::truncate(state.clock.now());
+    let cookie_secret = match visitor.holder {
+        Holder::Browser => Some(
+            linklease_grant::secret::random_token("", &state.rng).map_err(ApiError::internal)?,
+        ),
+        Holder::Partner(_) => None,
+    };
+    let cookie = cookie_secret
+        .as_ref()
+        .map(|s| cookie_hash(state, s.expose()));
+    let flow_id = FlowId::new(now, &state.rng).map_err(ApiError::internal)?;
+    let (flow, factor) = state.store.write(|c| {
+        let record = match grants::by_token(c, &hash) {
+            Err(StoreError::NotFound) => return Ok(Err(link_invalid())),
+            other => other?,
+        };
+        if visitor.tenant.is_some_and(|t| t != record.grant.tenant) {
+            return Ok(Err(link_invalid()));
+        }
+        if let Err(e) = active(&record, now) {
+            return Ok(Err(e));
+        }
+        if !ip_allowed(&record.grant.allowed_ip_blocks, visitor.ip) {
+            return Ok(Err(forbidden_ip()));
+        }
+        let flow = Flow::open(flow_id, record.grant.id, visitor.holder, now, &state.limits);
+        flows::insert(c, &flow, cookie.as_ref())?;
+        append(
+            c,
+            &record,
+            None,
+            AuditKind::LinkVisited,
+            visitor,
+            serde_json::json!({
+                "flow": flow.id,
+            }),
+            now,
+        )?;
+        Ok(Ok((flow, record.grant.factor_kind)))
+    })??;
+    Ok(Opened {
+        flow,
+        factor,
+        cookie_secret,
+    })
+}
+
+/// Checks the factor (`None` for the Continue button of a grant without one); on success sends
+/// the code or issues the lease.
+pub fn factor(
+    state: &AppState,
+    stored: StoredFlow,
+    presented: Option<SecretString>,
+    visitor: &Visitor,
+) -> Result<Next, ApiError> {
+    let now = micros::truncate(state.clock.now());
+    let record = grant_of(state, &stored)?;
+    let grant = &record.grant;
+    let matched = match (grant.factor_kind, &grant.factor_verifier, &presented) {
+        (FactorKind::None, _, _) => true,
+        (_, Some(verifier), Some(value)) => factor::matches(
+            &state.keys,
+            grant.id,
+            grant.factor_kind,
+            verifier,
+            value,
+            now,
+        ),
+        (_, _, None) => {
+            return Err(ApiError::new(
+                Code::InvalidRequest,
+                format!("this link needs the {}", factor_name(grant.factor_kind)),
+            ));
+        }
+        (_, None, Some(_)) => return Err(ApiError::internal("grant without factor verifier")),
+    };
+    let event = Event::Factor {
+        matched,
+        otp_required: grant.otp_channel != OtpChannel::None,
+    };
+    let transition = stored
+        .flow
+        .step(event, now, &state.limits)
+        .map_err(ApiError::flow)?;
+    carry_out(state, &record, stored.version, transition, visitor, now)
+}
+
+/// Checks a code; on success issues the lease.
+pub fn check_otp(
+    state: &AppState,
+    stored: StoredFlow,
+    presented: &SecretString,
+    visitor: &Visitor,
+) -> Result<IssuedLease, ApiError> {
+    let now = micros::truncate(state.clock.now());
+    let record = grant_of(state, &stored)?;
+    let matched = stored.flow.otp_matches(&state.keys, presented);
+    let transition = stored
+        .flow
+        .step(Event::Otp { matched }, now, &state.limits)
+        .map_err(ApiError::flow)?;
+    match carry_out(state, &record, stored.version, transition, visitor, now)? {
+        Next::Lease(lease) => Ok(*lease),
+        Next::Otp { .. } => Err(ApiError::internal("a code check asked for another code")),
+    }
+}
+
+/// Sends another code (at most 3 per flow, 30 s apart).
+pub fn resend(state: &AppState, stored: StoredFlow, visitor: &Visitor) -> Result<Next, ApiError> {
+    let now = micros::truncate(state.clock.now());
+    let record = grant_of(state, &stored)?;
+    let transition = stored
+        .flow
+        .step(Event::Resend, now, &state.limits)
+        .map_err(|e| {
+            let mut err = ApiError::flow(e);
+            if e == FlowError::SendsExhausted {
+                let left = (stored.flow.expires_at - now).whole_seconds().max(1);
+                err.retry_after = Some(u32::try_from(left).unwrap_or(u32::MAX));
+            }
+            err
+        })?;
+    carry_out(state, &record, stored.version, transition, visitor, now)
+}
+
+/// The flow's grant, which must still be active.
+fn grant_of(state: &AppState, stored: &StoredFlow) -> Result<GrantRecord, ApiError> {
+    let record = state.store.read(|c| grants::by_id(c, stored.flow.grant))?;
+    active(&record, micros::truncate(state.clock.now()))?;
+    Ok(record)
+}
+
+/// Stores the transition and its effects in one transaction, then delivers a code if one is
+/// due, then answers.
+fn carry_out(
+    state: &AppState,
+    record: &GrantRecord,
+    version: i32,
+    transition: Transition,
+    visitor: &Visitor,
+    now: OffsetDateTime,
+) -> Result<Next, ApiError> {
+    let Transition {
+        flow,
+        effects,
+        refusal,
+    } = transition;
+    let grant = &record.grant;
+    let lease_id = if effects.contains(&Effect::IssueLease) {
+        Some(LeaseId::new(now, &state.rng).map_err(ApiError::internal)?)
+    } else {
+        None
+    };
+    let mut send = None;
+    let (grant_state, lease) = state.store.write(|c| {
+        flows::save(c, &flow, version)?;
+        let mut grant_state = record.state.clone();
+        let mut lease = None;
+        for effect in &effects {
+            let (kind, detail) = match *effect {
+                Effect::FactorPassed => (AuditKind::FactorPassed, serde_json::json!({})),
+                Effect::FactorFailed => {
+                    grant_state =
+                        grants::count_failure(c, grant, Failure::Factor, &state.limits, now)?;
+                    (
+                        AuditKind::FactorFailed,
+                        serde_json::json!({
+                            "factor_failures": grant_state.factor_failures,
+                        }),
+                    )
+                }
+                Effect::OtpSent => (
+                    AuditKind::OtpSent,
+                    serde_json::json!({
+                        "send": flow.sends,
+                        "channel": grant.otp_channel.as_str(),
+                    }),
+                ),
+                Effect::OtpPassed => (AuditKind::OtpPassed, serde_json::json!({})),
+                Effect::OtpFailed => {
+                    grant_state =
+                        grants::count_failure(c, grant, Failure::Otp, &state.limits, now)?;
+                    (
+                        AuditKind::OtpFailed,
+                        serde_json::json!({
+                            "otp_failures": grant_state.otp_failures,
+                        }),
+                    )
+                }
+                Effect::SendOtp { send: n } => {
+                    send = Some(n);
+                    continue;
+                }
+                Effect::IssueLease => {
+                    let Some(id) = lease_id else { continue };
+                    let issued = LeaseRecord {
+                        id,
+                        tenant: grant.tenant,
+                        grant: grant.id,
+                        flow: flow.id,
+                        client: match visitor.holder {
+                            Holder::Browser => None,
+                            Holder::Partner(client) => Some(client),
+                        },
+                        issued_at: now,
+                        expires_at: lease::first_expiry(
+                            now,
+                            grant.lease_ttl_seconds,
+                            &state.limits,
+                        ),
+                        ended_at: None,
+                        end_reason: None,
+                        ip: visitor.ip.map(|ip| ip.to_string()),
+                        user_agent: visitor.user_agent.clone(),
+                    };
+                    leases::insert(c, &issued)?;
+                    let detail = serde_json::json!({
+                        "flow": flow.id,
+                        "expires_at": crate::rfc3339(issued.expires_at),
+                    });
+                    lease = Some(issued);
+                    (AuditKind::LeaseIssued, detail)
+                }
+            };
+            let lease_ref = if kind == AuditKind::LeaseIssued {
+                lease_id
+            } else {
+                None
+            };
+            append(
+                c,
+                record,
+                lease_ref,
+                kind,
+                visitor,
+                with_flow(detail, flow.id),
+                now,
+            )?;
+        }
+        Ok((grant_state, lease))
+    })?;
+
+    if let Some(refusal) = refusal {
+        let mut err = ApiError::flow(refusal);
+        if grant_state.locked_at.is_some() {
+            return Err(ApiError::grant_inactive(GrantStatus::Locked));
+        }
+        if refusal == FlowError::FactorMismatch {
+            err.attempts_left = Some(
+                state
+                    .limits
+                    .factor_attempts_left(grant_state.factor_failures, grant_state.otp_failures),
+            );
+        }
+        return Err(err);
+    }
+    if let Some(lease) = lease {
+        return sign(state, lease, &grant.permissions).map(|l| Next::Lease(Box::new(l)));
+    }
+    if let Some(n) = send {
+        return deliver(state, record, flow, version + 1, n, visitor, now);
+    }
+    // A delivery was recorded: the next step is the code.
+    Ok(Next::Otp {
+        sent_to: sent_to(grant),
+    })
+}
+
+/// Generates code number `n`, delivers it, then records the delivery (`otp.sent`).
+fn deliver(
+    state: &AppState,
+    record: &GrantRecord,
+    flow: Flow,
+    version: i32,
+    n: u32,
+    visitor: &Visitor,
+    now: OffsetDateTime,
+) -> Result<Next, ApiError> {
+    let grant = &record.grant;
+    let to = grant
+        .otp_to
+        .clone()
+        .ok_or_else(|| ApiError::internal("grant with an OTP channel but no destination"))?;
+    let code = otp::generate(&state.rng).map_err(ApiError::internal)?;
+    let hash = otp::hash(&state.keys, flow.id.0, n, &code);
+    let minutes = u32::try_from(state.limits.otp_ttl.whole_minutes()).unwrap_or(10);
+    let message = OtpMessage::new(now, grant.otp_channel, to, grant.id, code, minutes);
+    if let Err(e) = state.courier.deliver(&message) {
+        log::warn!(target: "linklease::courier", "flow {}: delivery failed: {e}", flow.id);
+        let mut err = ApiError::new(
+            Code::Unavailable,
+            "the code could not be sent; ask for a new one in a moment",
+        );
+        err.retry_after = Some(5);
+        return Err(err);
+    }
+    let transition = flow
+        .step(Event::OtpDelivered { hash }, now, &state.limits)
+        .map_err(ApiError::flow)?;
+    carry_out(state, record, version, transition, visitor, now)
+}
+
+/// Where the grant's codes go, masked.
+fn sent_to(grant: &linklease_grant::Grant) -> String {
+    grant
+        .otp_to
+        .as_deref()
+        .map(|to| mask(grant.otp_channel, to))
+        .unwrap_or_default()
+}
+
+/// Signs the token of a stored lease.
+pub fn sign(
+    state: &AppState,
+    lease: LeaseRecord,
+    permissions: &linklease_grant::Permissions,
+) -> Result<IssuedLease, ApiError> {
+    let keys = state.keyring.current(state)?;
+    let scopes = lease::scopes(permissions);
+    let claims = LeaseClaims::new(
+        lease.grant,
+        lease.id,
+        lease.issued_at,
+        lease.expires_at,
+        scopes.clone(),
+    );
+    let token = token::sign(&claims, keys.signer()).map_err(ApiError::internal)?;
+    Ok(IssuedLease {
+        lease,
+        token,
+        scopes,
+    })
+}
+
+fn with_flow(mut detail: serde_json::Value, flow: FlowId) -> serde_json::Value {
+    if let Some(map) = detail.as_object_mut() {
+        map.entry("flow").or_insert_with(|| serde_json::json!(flow));
+    }
+    detail
+}
+
+fn append(
+    c: &mut DbConn,
+    record: &GrantRecord,
+    lease: Option<LeaseId>,
+    kind: AuditKind,
+    visitor: &Visitor,
+    detail: serde_json::Value,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    audit::append(
+        c,
+        &NewEvent {
+            at: now,
+            tenant: Some(record.grant.tenant),
+            grant: Some(record.grant.id),
+            lease,
+            kind,
+            actor: visitor.actor(),
+            detail,
+        },
+    )
+}
+
+/// What the factor is called, for messages.
+pub fn factor_name(kind: FactorKind) -> &'static str {
+    match kind {
+        FactorKind::None => "nothing",
+        FactorKind::Dob => "date of birth",
+        FactorKind::Pin => "PIN",
+    }
+}

@@ -1,0 +1,64 @@
+//! The lease-signing key set as this instance sees it: loaded from the database (where every
+//! instance finds the same keys), reloaded every 30 seconds and at once when a token names a
+//! key this instance has not seen, so a rotation on any instance reaches all of them.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use linklease_lease::KeySet;
+use linklease_store::{StoreError, signing_keys};
+
+use crate::AppState;
+
+/// How long a loaded key set is used before it is read again.
+const REFRESH: Duration = Duration::from_secs(30);
+/// Least time between two reloads forced by an unknown `kid` (so forged kids cannot hammer
+/// the database).
+const FORCED_RELOAD_GAP: Duration = Duration::from_secs(1);
+
+/// The cached key set.
+#[derive(Debug, Default)]
+pub struct Keyring {
+    cached: RwLock<Option<(Arc<KeySet>, Instant)>>,
+}
+
+impl Keyring {
+    /// The key set, read from the database if the cached one is older than `max_age`. Blocks:
+    /// call on a blocking thread.
+    fn get(&self, state: &AppState, max_age: Duration) -> Result<Arc<KeySet>, StoreError> {
+        if let Ok(guard) = self.cached.read()
+            && let Some((set, at)) = guard.as_ref()
+            && at.elapsed() < max_age
+        {
+            return Ok(set.clone());
+        }
+        let now = state.clock.now();
+        let set = Arc::new(
+            state
+                .store
+                .write(|c| signing_keys::ensure(c, &state.keys, now, &state.rng))?,
+        );
+        if let Ok(mut guard) = self.cached.write() {
+            *guard = Some((set.clone(), Instant::now()));
+        }
+        Ok(set)
+    }
+
+    /// The current key set. Blocks.
+    pub fn current(&self, state: &AppState) -> Result<Arc<KeySet>, StoreError> {
+        self.get(state, REFRESH)
+    }
+
+    /// A key set that has been read again unless it was read within the last second: for a
+    /// token whose `kid` the cached set does not know. Blocks.
+    pub fn reloaded(&self, state: &AppState) -> Result<Arc<KeySet>, StoreError> {
+        self.get(state, FORCED_RELOAD_GAP)
+    }
+
+    /// Forgets the cached set (after a rotation by this process).
+    pub fn invalidate(&self) {
+        if let Ok(mut guard) = self.cached.write() {
+            *guard = None;
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Lease holders: `Authorization: Bearer <lease token>`, or the `__Host-ll_lease` cookie plus
+//! an `X-CSRF-Token` header bound to the lease. Every request checks the database: the lease
+//! must not have ended and its grant must be active, so a revocation, a last use or a lock
+//! stops every lease at once on every instance. Only the key set is cached.
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, web};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::future::LocalBoxFuture;
+use std::net::IpAddr;
+
+use linklease_grant::{GrantStatus, LeaseId, Purpose, SecretHash, micros};
+use linklease_lease::cookie::LEASE_COOKIE;
+use linklease_lease::token::{self, LeaseClaims, Scope, TokenError};
+use linklease_store::StoreError;
+use linklease_store::audit::Actor;
+use linklease_store::grants::{self, GrantRecord};
+use linklease_store::leases::{self, LeaseRecord};
+
+use crate::auth::bearer;
+use crate::client_ip::{client_ip, user_agent};
+use crate::error::{ApiError, Code};
+use crate::exchange::ip_allowed;
+use crate::{AppState, blocking};
+
+/// The header carrying the CSRF token when the lease comes as a cookie.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// An authenticated lease and its grant, checked against the database for this request.
+#[derive(Debug)]
+pub struct LeaseHolder {
+    /// The verified claims.
+    pub claims: LeaseClaims,
+    /// The lease as stored.
+    pub lease: LeaseRecord,
+    /// Its grant (active at the time of the check).
+    pub grant: GrantRecord,
+    /// Where the request came from.
+    pub ip: Option<IpAddr>,
+    /// Its user agent.
+    pub user_agent: Option<String>,
+    /// Whether it came as the browser cookie.
+    pub from_cookie: bool,
+}
+
+impl LeaseHolder {
+    /// Fails with `forbidden` unless the lease carries `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.claims.allows(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                Code::Forbidden,
+                "this lease does not allow that",
+            ))
+        }
+    }
+
+    /// The audit actor.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            kind: "lease",
+            id: Some(self.lease.id.to_string()),
+            ip: self.ip.map(|ip| ip.to_string()),
+            user_agent: self.user_agent.clone(),
+        }
+    }
+}
+
+/// The CSRF token of a lease: a keyed hash of its id, so no state is kept for it.
+pub fn csrf_token(state: &AppState, lease: LeaseId) -> String {
+    URL_SAFE_NO_PAD.encode(csrf_hash(state, lease).0)
+}
+
+fn csrf_hash(state: &AppState, lease: LeaseId) -> SecretHash {
+    state
+        .keys
+        .hash(Purpose::Csrf, &[b"lease", lease.0.as_bytes()])
+}
+
+/// Whether `presented` is the lease's CSRF token, in constant time.
+pub fn csrf_matches(state: &AppState, lease: LeaseId, presented: &str) -> bool {
+    let Ok(bytes) = URL_SAFE_NO_PAD.decode(presented.trim()) else {
+        return false;
+    };
+    let Some(presented) = SecretHash::from_slice(&bytes) else {
+        return false;
+    };
+    state
+        .keys
+        .verify(Purpose::Csrf, &[b"lease", lease.0.as_bytes()], &presented)
+}
+
+/// The value of cookie `name` in the request's `Cookie` header(s).
+pub fn request_cookie(req: &HttpRequest, name: &str) -> Option<String> {
+    req.headers()
+        .get_all(actix_web::http::header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_owned())
+}
+
+fn lease_invalid() -> ApiError {
+    ApiError::new(Code::LeaseInvalid, "a valid lease is required")
+}
+
+/// Verifies a token with the cached key set, reloading it once for a key it does not know.
+/// Blocks.
+pub fn verify_token(state: &AppState, token: &str) -> Result<LeaseClaims, ApiError> {
+    let now = state.clock.now();
+    let keys = state.keyring.current(state)?;
+    match token::verify(token, &keys, now, &state.limits) {
+        Err(TokenError::UnknownKey) => {
+            let keys = state.keyring.reloaded(state)?;
+            token::verify(token, &keys, now, &state.limits)
+        }
+        other => other,
+    }
+    .map_err(|e| {
+        log::debug!(target: "linklease::lease", "lease token refused: {e}");
+        lease_invalid()
+    })
+}
+
+/// Checks a presented lease token fully: signature, lease row, grant status, address. Blocks.
+pub fn authorize(
+    state: &AppState,
+    token: &str,
+    ip: Option<IpAddr>,
+) -> Result<(LeaseClaims, LeaseRecord, GrantRecord), ApiError> {
+    let claims = verify_token(state, token)?;
+    let now = micros::truncate(state.clock.now());
+    let (lease, grant) = state
+        .store
+        .read(|c| {
+            let lease = leases::get(c, claims.jti)?;
+            let grant = grants::by_id(c, lease.grant)?;
+            Ok((lease, grant))
+        })
+        .map_err(|e| match e {
+            StoreError::NotFound => lease_invalid(),
+            other => other.into(),
+        })?;
+    if lease.grant != claims.sub {
+        return Err(lease_invalid());
+    }
+    // The grant's status first: a holder whose last submission used the grant learns that,
+    // not merely that the lease ended with it.
+    match grant.status(now) {
+        GrantStatus::Active => {}
+        status => return Err(ApiError::grant_inactive(status)),
+    }
+    if !lease.is_live(now) {
+        return Err(lease_invalid());
+    }
+    if !ip_allowed(&grant.grant.allowed_ip_blocks, ip) {
+        return Err(ApiError::new(
+            Code::Forbidden,
+            "this address may not use this link",
+        ));
+    }
+    Ok((claims, lease, grant))
+}
+
+impl FromRequest for LeaseHolder {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let from_bearer = bearer(req)
+            .filter(|t| !t.starts_with("llk_"))
+            .map(str::to_owned);
+        let from_cookie = request_cookie(req, LEASE_COOKIE);
+        let csrf = req
+            .headers()
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let ip = state
+            .as_ref()
+            .and_then(|s| client_ip(req, &s.config.trust_proxy));
+        let user_agent = user_agent(req);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
+            let (token, cookie) = match (from_bearer, from_cookie) {
+                (Some(token), _) => (token, false),
+                (None, Some(token)) => (token, true),
+                (None, None) => return Err(lease_invalid()),
+            };
+            if token.len() > 4096 {
+                return Err(lease_invalid());
+            }
+            let checked = state.clone();
+            let (claims, lease, grant) =
+                blocking(&state, move |_| Ok(authorize(&checked, &token, ip)))
+                    .await
+                    .map_err(ApiError::from)??;
+            if cookie && !csrf.is_some_and(|c| csrf_matches(&state, lease.id, &c)) {
+                return Err(ApiError::new(
+                    Code::Forbidden,
+                    "a lease cookie needs the X-CSRF-Token header",
+                ));
+            }
+            Ok(LeaseHolder {
+                claims,
+                lease,
+                grant,
+                ip,
+                user_agent,
+                from_cookie: cookie,
+            })
+        })
+    }
+}

@@ -1,0 +1,649 @@
+//! The consumer's browser steps (spec §3) as plain HTML forms that work without JavaScript:
+//! `/l/{token}` → `/flow` (factor, code) → `/view` (payload, form) → `/logout`.
+//!
+//! The link token leaves the address bar at once (303 to `/flow`); a GET never sends a code,
+//! issues a lease or consumes a use. Every POST carries a CSRF token bound to its flow or lease
+//! and is refused when `Origin` or `Sec-Fetch-Site` says it came from another site.
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use linklease_grant::contact::mask;
+use linklease_grant::{FactorKind, FieldSpec, FieldType, FlowId, Purpose, SecretString};
+use linklease_lease::cookie::{self, FLOW_COOKIE, LEASE_COOKIE};
+use linklease_lease::submission::SubmissionRequest;
+use linklease_lease::{Holder, Step};
+use linklease_store::StoreError;
+use linklease_store::flows::{self, StoredFlow};
+use linklease_store::grants;
+
+use crate::client_ip::{client_ip, user_agent};
+use crate::error::{ApiError, Code};
+use crate::exchange::{self, Next, Visitor};
+use crate::lease_auth::{self, LeaseHolder, csrf_matches, request_cookie};
+use crate::lease_ops;
+use crate::routes::resource;
+use crate::{AppState, run};
+
+/// Registers the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::FormConfig::default().limit(128 * 1024))
+        .service(resource("/l/{token}").route(web::get().to(visit)))
+        .service(resource("/flow").route(web::get().to(flow_page)))
+        .service(resource("/flow/factor").route(web::post().to(factor)))
+        .service(resource("/flow/otp").route(web::post().to(otp)))
+        .service(resource("/flow/resend").route(web::post().to(resend)))
+        .service(resource("/view").route(web::get().to(view)))
+        .service(resource("/view/submit").route(web::post().to(submit)))
+        .service(resource("/logout").route(web::post().to(logout)));
+}
+
+type Form = web::Form<Vec<(String, String)>>;
+
+fn field<'a>(form: &'a Form, name: &str) -> Option<&'a str> {
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// HTML-escapes text for element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ))
+        .body(format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>{t} – linklease</title></head><body><main><h1>{t}</h1>{body}</main></body></html>",
+            t = escape(title)
+        ))
+}
+
+/// The page for an error: its status, a sentence a person understands.
+fn error_page(e: &ApiError) -> HttpResponse {
+    let (title, text) = match e.code {
+        Code::LinkInvalid => (
+            "Link not found",
+            "This link is not valid. Check that you copied all of it.",
+        ),
+        Code::GrantExpired => (
+            "Link expired",
+            "This link has expired. Ask the sender for a new one.",
+        ),
+        Code::GrantUsed => ("Link already used", "This link has already been used."),
+        Code::GrantRevoked => ("Link withdrawn", "The sender has withdrawn this link."),
+        Code::GrantLocked => (
+            "Link locked",
+            "This link is locked after too many wrong attempts. Ask the sender for a new one.",
+        ),
+        Code::FlowExpired => (
+            "Please start again",
+            "This session has ended. Open the link again.",
+        ),
+        Code::LeaseInvalid => (
+            "Session ended",
+            "Your session has ended. Open the link again.",
+        ),
+        Code::TooManyRequests => ("Too many attempts", "Please wait a moment and try again."),
+        Code::Unavailable => (
+            "Service busy",
+            "The service is busy. Please try again in a moment.",
+        ),
+        Code::Forbidden => ("Not allowed", "This request is not allowed from here."),
+        _ => ("Something went wrong", "Please go back and try again."),
+    };
+    let mut response = page(e.code.status(), title, &format!("<p>{}</p>", escape(text)));
+    if let Some(seconds) = e.retry_after
+        && let Ok(value) = header::HeaderValue::from_str(&seconds.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+fn see_other(to: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, to))
+        .finish()
+}
+
+fn set_cookie(response: &mut HttpResponse, cookie: linklease_lease::Cookie<'static>) {
+    if let Ok(value) = header::HeaderValue::from_str(&cookie.to_string()) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+fn visitor(state: &AppState, req: &HttpRequest) -> Visitor {
+    Visitor {
+        holder: Holder::Browser,
+        ip: ip(state, req),
+        user_agent: user_agent(req),
+        tenant: None,
+    }
+}
+
+fn ip(state: &AppState, req: &HttpRequest) -> Option<IpAddr> {
+    client_ip(req, &state.config.trust_proxy)
+}
+
+/// Refuses a POST that another site made the browser send.
+fn same_origin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let cross = ApiError::new(Code::Forbidden, "cross-site requests are refused");
+    if let Some(site) = header("sec-fetch-site")
+        && site != "same-origin"
+        && site != "none"
+    {
+        return Err(cross);
+    }
+    if let Some(origin) = header("origin")
+        && origin != "null"
+        && !state.config.public_url.starts_with(origin)
+    {
+        return Err(cross);
+    }
+    Ok(())
+}
+
+fn flow_csrf(state: &AppState, flow: FlowId) -> String {
+    URL_SAFE_NO_PAD.encode(
+        state
+            .keys
+            .hash(Purpose::Csrf, &[b"flow", flow.0.as_bytes()])
+            .0,
+    )
+}
+
+fn flow_csrf_matches(state: &AppState, flow: FlowId, presented: &str) -> bool {
+    URL_SAFE_NO_PAD
+        .decode(presented)
+        .ok()
+        .and_then(|b| linklease_grant::SecretHash::from_slice(&b))
+        .is_some_and(|h| {
+            state
+                .keys
+                .verify(Purpose::Csrf, &[b"flow", flow.0.as_bytes()], &h)
+        })
+}
+
+/// The flow named by the request's cookie.
+fn current_flow(state: &AppState, secret: Option<&str>) -> Result<StoredFlow, ApiError> {
+    let gone = || ApiError::new(Code::FlowExpired, "no flow");
+    let secret = secret.ok_or_else(gone)?;
+    let hash = exchange::cookie_hash(state, secret);
+    state
+        .store
+        .read(|c| flows::by_cookie(c, &hash))
+        .map_err(|e| match e {
+            StoreError::NotFound => gone(),
+            other => other.into(),
+        })
+}
+
+/// `GET /l/{token}`: open a flow, set its cookie, leave the token behind.
+pub async fn visit(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let visitor = visitor(&state, &req);
+    if let Err(e) = state.rate_limit.check(visitor.ip) {
+        return error_page(&e);
+    }
+    let token = path.into_inner();
+    let opened = run(&state, move |state| exchange::open(state, &token, &visitor)).await;
+    match opened {
+        Ok(opened) => {
+            let mut response = see_other("/flow");
+            if let Some(secret) = &opened.cookie_secret {
+                set_cookie(
+                    &mut response,
+                    cookie::flow(secret.expose(), state.limits.flow_ttl),
+                );
+            }
+            response
+        }
+        Err(e) => error_page(&e),
+    }
+}
+
+/// `GET /flow`: the current step.
+pub async fn flow_page(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let secret = request_cookie(&req, FLOW_COOKIE);
+    let result = run(&state, move |state| {
+        let stored = current_flow(state, secret.as_deref())?;
+        let record = state.store.read(|c| grants::by_id(c, stored.flow.grant))?;
+        Ok((stored, record))
+    })
+    .await;
+    match result {
+        Ok((stored, record)) => render_step(&state, &stored, &record.grant, None),
+        Err(e) => error_page(&e),
+    }
+}
+
+fn render_step(
+    state: &AppState,
+    stored: &StoredFlow,
+    grant: &linklease_grant::Grant,
+    error: Option<&ApiError>,
+) -> HttpResponse {
+    let flow = &stored.flow;
+    if state.clock.now() >= flow.expires_at || flow.step == Step::Dead || flow.step == Step::Leased
+    {
+        return error_page(&ApiError::new(Code::FlowExpired, "flow over"));
+    }
+    let csrf = flow_csrf(state, flow.id);
+    let hidden = format!("<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">");
+    let alert = error.map_or(String::new(), |e| {
+        let left = e
+            .attempts_left
+            .map_or(String::new(), |n| format!(" Attempts left: {n}."));
+        format!("<p role=\"alert\">{}{left}</p>", escape(&e.detail))
+    });
+    let status = error.map_or(StatusCode::OK, |e| e.code.status());
+    let body = match flow.step {
+        Step::Visited => {
+            let input = match grant.factor_kind {
+                FactorKind::None => String::new(),
+                FactorKind::Dob => "<label for=\"factor\">Date of birth</label> \
+                    <input id=\"factor\" name=\"factor\" type=\"date\" required autocomplete=\"bday\">"
+                    .to_owned(),
+                FactorKind::Pin => "<label for=\"factor\">PIN</label> \
+                    <input id=\"factor\" name=\"factor\" inputmode=\"numeric\" required autocomplete=\"off\">"
+                    .to_owned(),
+            };
+            format!(
+                "{alert}<form method=\"post\" action=\"/flow/factor\">{hidden}{input} \
+                 <button type=\"submit\">Continue</button></form>"
+            )
+        }
+        Step::FactorPassed | Step::OtpSent => {
+            let to = grant
+                .otp_to
+                .as_deref()
+                .map(|to| mask(grant.otp_channel, to))
+                .unwrap_or_default();
+            format!(
+                "{alert}<p>We sent a code to {to}.</p>\
+                 <form method=\"post\" action=\"/flow/otp\">{hidden}\
+                 <label for=\"code\">Code</label> <input id=\"code\" name=\"code\" inputmode=\"numeric\" \
+                 autocomplete=\"one-time-code\" pattern=\"[0-9 ]*\" required> \
+                 <button type=\"submit\">Verify</button></form>\
+                 <form method=\"post\" action=\"/flow/resend\">{hidden}\
+                 <button type=\"submit\">Send a new code</button></form>",
+                to = escape(&to)
+            )
+        }
+        Step::Leased | Step::Dead => String::new(),
+    };
+    page(status, "Open your link", &body)
+}
+
+/// Runs one POST step of the flow and answers with the next page.
+async fn flow_post(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: Form,
+    step: fn(&AppState, StoredFlow, &Form, &Visitor) -> Result<Next, ApiError>,
+) -> HttpResponse {
+    let visitor = visitor(&state, &req);
+    if let Err(e) = state
+        .rate_limit
+        .check(visitor.ip)
+        .and_then(|()| same_origin(&state, &req))
+    {
+        return error_page(&e);
+    }
+    let secret = request_cookie(&req, FLOW_COOKIE);
+    let result = run(&state, move |state| {
+        let stored = current_flow(state, secret.as_deref())?;
+        if !field(&form, "csrf").is_some_and(|c| flow_csrf_matches(state, stored.flow.id, c)) {
+            return Err(ApiError::new(
+                Code::Forbidden,
+                "the form has expired; reload the page",
+            ));
+        }
+        let outcome = step(state, stored.clone(), &form, &visitor);
+        Ok((stored, outcome))
+    })
+    .await;
+    let (stored, outcome) = match result {
+        Ok(pair) => pair,
+        Err(e) => return error_page(&e),
+    };
+    match outcome {
+        Ok(Next::Otp { .. }) => see_other("/flow"),
+        Ok(Next::Lease(issued)) => {
+            let mut response = see_other("/view");
+            let ttl = issued.lease.expires_at - state.clock.now();
+            set_cookie(&mut response, cookie::lease(issued.token.expose(), ttl));
+            set_cookie(&mut response, cookie::removal(FLOW_COOKIE));
+            response
+        }
+        Err(e)
+            if matches!(
+                e.code,
+                Code::FactorMismatch
+                    | Code::OtpMismatch
+                    | Code::OtpExpired
+                    | Code::InvalidRequest
+                    | Code::TooManyRequests
+            ) =>
+        {
+            // Show the same step again with what went wrong.
+            let fresh = run(&state, move |state| {
+                let again = state.store.read(|c| flows::get(c, stored.flow.id))?;
+                let record = state.store.read(|c| grants::by_id(c, again.flow.grant))?;
+                Ok((again, record))
+            })
+            .await;
+            match fresh {
+                Ok((again, record)) => render_step(&state, &again, &record.grant, Some(&e)),
+                Err(other) => error_page(&other),
+            }
+        }
+        Err(e) => error_page(&e),
+    }
+}
+
+/// `POST /flow/factor`.
+pub async fn factor(state: web::Data<AppState>, req: HttpRequest, form: Form) -> HttpResponse {
+    flow_post(state, req, form, |state, stored, form, visitor| {
+        let value = field(form, "factor").map(SecretString::new);
+        exchange::factor(state, stored, value, visitor)
+    })
+    .await
+}
+
+/// `POST /flow/otp`.
+pub async fn otp(state: web::Data<AppState>, req: HttpRequest, form: Form) -> HttpResponse {
+    flow_post(state, req, form, |state, stored, form, visitor| {
+        let code = SecretString::new(field(form, "code").unwrap_or_default());
+        exchange::check_otp(state, stored, &code, visitor).map(|l| Next::Lease(Box::new(l)))
+    })
+    .await
+}
+
+/// `POST /flow/resend`.
+pub async fn resend(state: web::Data<AppState>, req: HttpRequest, form: Form) -> HttpResponse {
+    flow_post(state, req, form, |state, stored, _, visitor| {
+        exchange::resend(state, stored, visitor)
+    })
+    .await
+}
+
+/// The lease of the browser's cookie, fully checked.
+async fn browser_lease(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+) -> Result<LeaseHolder, ApiError> {
+    let token = request_cookie(req, LEASE_COOKIE)
+        .ok_or_else(|| ApiError::new(Code::LeaseInvalid, "no lease"))?;
+    let ip = ip(state, req);
+    let user_agent = user_agent(req);
+    run(state, move |state| {
+        let (claims, lease, grant) = lease_auth::authorize(state, &token, ip)?;
+        Ok(LeaseHolder {
+            claims,
+            lease,
+            grant,
+            ip,
+            user_agent,
+            from_cookie: true,
+        })
+    })
+    .await
+}
+
+/// `GET /view`: the payload and, if allowed, the form.
+pub async fn view(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let holder = match browser_lease(&state, &req).await {
+        Ok(holder) => holder,
+        Err(e) => return error_page(&e),
+    };
+    let csrf = lease_auth::csrf_token(&state, holder.lease.id);
+    let permissions = holder.grant.grant.permissions.clone();
+    let payload = if permissions.read {
+        match run(&state, move |state| lease_ops::read_payload(state, &holder)).await {
+            Ok(payload) => payload,
+            Err(e) => return error_page(&e),
+        }
+    } else {
+        Value::Null
+    };
+    let mut body = String::new();
+    if !payload.is_null() {
+        body.push_str(&render_value(&payload));
+    }
+    if permissions.can_write() {
+        body.push_str(&format!(
+            "<form method=\"post\" action=\"/view/submit\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">"
+        ));
+        for (name, spec) in &permissions.write_fields {
+            body.push_str(&input(&format!("f.{name}"), name, spec));
+        }
+        if let Some(create) = &permissions.create {
+            for i in 0..create.max {
+                body.push_str(&format!(
+                    "<fieldset><legend>{} {}</legend>",
+                    escape(&create.kind),
+                    i + 1
+                ));
+                for (name, spec) in &create.fields {
+                    body.push_str(&input(&format!("c.{i}.{name}"), name, spec));
+                }
+                body.push_str("</fieldset>");
+            }
+        }
+        body.push_str("<button type=\"submit\">Send</button></form>");
+    }
+    body.push_str(&format!(
+        "<form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <button type=\"submit\">Log out</button></form>"
+    ));
+    page(StatusCode::OK, "Your information", &body)
+}
+
+fn render_value(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let mut out = String::from("<dl>");
+            for (k, v) in map {
+                out.push_str(&format!(
+                    "<dt>{}</dt><dd>{}</dd>",
+                    escape(k),
+                    render_value(v)
+                ));
+            }
+            out.push_str("</dl>");
+            out
+        }
+        Value::Array(items) => {
+            let mut out = String::from("<ul>");
+            for v in items {
+                out.push_str(&format!("<li>{}</li>", render_value(v)));
+            }
+            out.push_str("</ul>");
+            out
+        }
+        Value::String(s) => escape(s),
+        other => escape(&other.to_string()),
+    }
+}
+
+fn input(name: &str, label: &str, spec: &FieldSpec) -> String {
+    let id = escape(name);
+    let label = format!("<label for=\"{id}\">{}</label> ", escape(label));
+    let control = match (spec.kind, &spec.allowed) {
+        (FieldType::Boolean, _) => {
+            format!("<input type=\"checkbox\" id=\"{id}\" name=\"{id}\" value=\"true\">")
+        }
+        (FieldType::String, Some(allowed)) => {
+            let options: String = allowed
+                .iter()
+                .map(|a| format!("<option>{}</option>", escape(a)))
+                .collect();
+            format!(
+                "<select id=\"{id}\" name=\"{id}\"><option value=\"\"></option>{options}</select>"
+            )
+        }
+        (FieldType::String, None) => {
+            let max = spec
+                .max_length
+                .map_or(String::new(), |m| format!(" maxlength=\"{m}\""));
+            format!("<input id=\"{id}\" name=\"{id}\"{max}>")
+        }
+        (FieldType::Date, _) => format!("<input type=\"date\" id=\"{id}\" name=\"{id}\">"),
+        (FieldType::Integer, _) => {
+            format!("<input type=\"number\" step=\"1\" id=\"{id}\" name=\"{id}\">")
+        }
+        (FieldType::Number, _) => {
+            format!("<input type=\"number\" step=\"any\" id=\"{id}\" name=\"{id}\">")
+        }
+    };
+    format!("<p>{label}{control}</p>")
+}
+
+/// Turns a form value into the JSON its field type expects; an unparsable value stays a
+/// string so validation names the field.
+fn typed(spec: Option<&FieldSpec>, raw: &str) -> Value {
+    match spec.map(|s| s.kind) {
+        Some(FieldType::Boolean) => Value::Bool(raw == "true" || raw == "on"),
+        Some(FieldType::Integer) => raw.parse::<i64>().map_or_else(|_| raw.into(), Value::from),
+        Some(FieldType::Number) => raw
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map_or_else(|| raw.into(), Value::Number),
+        _ => Value::String(raw.to_owned()),
+    }
+}
+
+/// Builds the submission from the form: `f.NAME` fields, `c.I.NAME` child records; empty inputs
+/// are left out, and so are child rows left entirely empty.
+fn submission_from_form(grant: &linklease_grant::Grant, form: &Form) -> SubmissionRequest {
+    let permissions = &grant.permissions;
+    let mut fields = BTreeMap::new();
+    let mut rows: BTreeMap<u32, Map<String, Value>> = BTreeMap::new();
+    for (key, raw) in form.iter() {
+        if raw.is_empty() {
+            continue;
+        }
+        if let Some(name) = key.strip_prefix("f.") {
+            fields.insert(
+                name.to_owned(),
+                typed(permissions.write_fields.get(name), raw),
+            );
+        } else if let Some(rest) = key.strip_prefix("c.")
+            && let Some((i, name)) = rest.split_once('.')
+            && let Ok(i) = i.parse::<u32>()
+        {
+            let spec = permissions.create.as_ref().and_then(|c| c.fields.get(name));
+            rows.entry(i)
+                .or_default()
+                .insert(name.to_owned(), typed(spec, raw));
+        }
+    }
+    SubmissionRequest {
+        fields,
+        creates: rows.into_values().collect(),
+        idempotency_key: None,
+    }
+}
+
+/// `POST /view/submit`.
+pub async fn submit(state: web::Data<AppState>, req: HttpRequest, form: Form) -> HttpResponse {
+    if let Err(e) = same_origin(&state, &req) {
+        return error_page(&e);
+    }
+    let holder = match browser_lease(&state, &req).await {
+        Ok(holder) => holder,
+        Err(e) => return error_page(&e),
+    };
+    if !field(&form, "csrf").is_some_and(|c| csrf_matches(&state, holder.lease.id, c)) {
+        return error_page(&ApiError::new(Code::Forbidden, "bad csrf"));
+    }
+    let request = submission_from_form(&holder.grant.grant, &form);
+    match run(&state, move |state| {
+        lease_ops::submit(state, &holder, &request)
+    })
+    .await
+    {
+        Ok(accepted) => {
+            let mut response = page(
+                StatusCode::OK,
+                "Thank you",
+                "<p>Your answers were received.</p><p><a href=\"/view\">Back</a></p>",
+            );
+            if accepted.grant_status != linklease_grant::GrantStatus::Active {
+                set_cookie(&mut response, cookie::removal(LEASE_COOKIE));
+            }
+            response
+        }
+        Err(e) => {
+            let problems: String = e
+                .errors
+                .iter()
+                .map(|p| format!("<li>{}: {}</li>", escape(&p.field), escape(&p.message)))
+                .collect();
+            page(
+                e.code.status(),
+                "Please check your answers",
+                &format!(
+                    "<div role=\"alert\"><p>{}</p><ul>{problems}</ul></div><p><a href=\"/view\">Back</a></p>",
+                    escape(&e.detail)
+                ),
+            )
+        }
+    }
+}
+
+/// `POST /logout`.
+pub async fn logout(state: web::Data<AppState>, req: HttpRequest, form: Form) -> HttpResponse {
+    if let Err(e) = same_origin(&state, &req) {
+        return error_page(&e);
+    }
+    let holder = match browser_lease(&state, &req).await {
+        Ok(holder) => holder,
+        Err(e) => {
+            let mut response = error_page(&e);
+            set_cookie(&mut response, cookie::removal(LEASE_COOKIE));
+            return response;
+        }
+    };
+    if !field(&form, "csrf").is_some_and(|c| csrf_matches(&state, holder.lease.id, c)) {
+        return error_page(&ApiError::new(Code::Forbidden, "bad csrf"));
+    }
+    match run(&state, move |state| lease_ops::end(state, &holder)).await {
+        Ok(()) => {
+            let mut response = page(StatusCode::OK, "Logged out", "<p>You are logged out.</p>");
+            set_cookie(&mut response, cookie::removal(LEASE_COOKIE));
+            response
+        }
+        Err(e) => error_page(&e),
+    }
+}

@@ -1,0 +1,168 @@
+//! The lease holder's routes (spec §3): read the payload, submit, complete, refresh, end.
+//! The lease comes as a Bearer token, or as the browser cookie plus `X-CSRF-Token`.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use linklease_grant::{GrantId, GrantStatus, Permissions, SubmissionId};
+use linklease_lease::cookie;
+use linklease_lease::submission::SubmissionRequest;
+use linklease_lease::token::Scope;
+
+use crate::body::JsonBody;
+use crate::error::{ApiError, Problem};
+use crate::lease_auth::LeaseHolder;
+use crate::lease_ops;
+use crate::routes::exchange::LeaseToken;
+use crate::routes::resource;
+use crate::{AppState, rfc3339, run};
+
+/// Body cap of a submission: 64 KiB of canonical JSON plus room for whitespace and escapes.
+pub const SUBMISSION_BODY_LIMIT: usize = 128 * 1024;
+
+/// Registers the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/v1/lease")
+            .route(web::get().to(get))
+            .route(web::delete().to(end)),
+    )
+    .service(resource("/v1/lease/submissions").route(web::post().to(submit)))
+    .service(resource("/v1/lease/complete").route(web::post().to(complete)))
+    .service(resource("/v1/lease/refresh").route(web::post().to(refresh)));
+}
+
+/// `GET /v1/lease`.
+#[derive(Serialize, ToSchema)]
+pub struct LeaseView {
+    /// The grant.
+    pub grant_id: GrantId,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// What the lease may do.
+    pub scopes: Vec<Scope>,
+    /// What may be written.
+    pub permissions: Permissions,
+    /// The payload (absent when the grant does not allow reading).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<serde_json::Value>,
+}
+
+/// The answer to an accepted submission.
+#[derive(Serialize, ToSchema)]
+pub struct SubmissionAccepted {
+    /// The submission.
+    pub id: SubmissionId,
+    /// The grant's status after it (`used` after the last use).
+    pub grant_status: GrantStatus,
+    /// RFC 3339.
+    pub received_at: String,
+}
+
+/// The answer to `POST /v1/lease/complete`.
+#[derive(Serialize, ToSchema)]
+pub struct Completed {
+    /// The grant's status after the use.
+    pub grant_status: GrantStatus,
+}
+
+/// Reads the payload (records `payload.read`).
+#[utoipa::path(get, path = "/v1/lease", tag = "lease", security(("lease" = [])),
+    responses((status = 200, body = LeaseView),
+        (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn get(
+    state: web::Data<AppState>,
+    holder: LeaseHolder,
+) -> Result<HttpResponse, ApiError> {
+    let view = run(&state, move |state| {
+        let payload = if holder.claims.allows(Scope::Read) {
+            Some(lease_ops::read_payload(state, &holder)?)
+        } else {
+            None
+        };
+        Ok(LeaseView {
+            grant_id: holder.grant.grant.id,
+            expires_at: rfc3339(holder.lease.expires_at),
+            scopes: holder.claims.scopes.clone(),
+            permissions: holder.grant.grant.permissions.clone(),
+            payload,
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Stores a submission: one use of the grant.
+#[utoipa::path(post, path = "/v1/lease/submissions", tag = "lease", security(("lease" = [])),
+    request_body = SubmissionRequest,
+    responses((status = 201, body = SubmissionAccepted),
+        (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn submit(
+    state: web::Data<AppState>,
+    holder: LeaseHolder,
+    JsonBody(body): JsonBody<SubmissionRequest, SUBMISSION_BODY_LIMIT>,
+) -> Result<HttpResponse, ApiError> {
+    let accepted = run(&state, move |state| {
+        lease_ops::submit(state, &holder, &body)
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(SubmissionAccepted {
+        id: accepted.submission.id,
+        grant_status: accepted.grant_status,
+        received_at: rfc3339(accepted.submission.received_at),
+    }))
+}
+
+/// Uses the grant once without a submission.
+#[utoipa::path(post, path = "/v1/lease/complete", tag = "lease", security(("lease" = [])),
+    responses((status = 200, body = Completed),
+        (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn complete(
+    state: web::Data<AppState>,
+    holder: LeaseHolder,
+) -> Result<HttpResponse, ApiError> {
+    let grant_status = run(&state, move |state| lease_ops::complete(state, &holder)).await?;
+    Ok(HttpResponse::Ok().json(Completed { grant_status }))
+}
+
+/// A new token for the same lease (sliding, never past one hour after issue).
+#[utoipa::path(post, path = "/v1/lease/refresh", tag = "lease", security(("lease" = [])),
+    responses((status = 200, body = LeaseToken),
+        (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn refresh(
+    state: web::Data<AppState>,
+    holder: LeaseHolder,
+) -> Result<HttpResponse, ApiError> {
+    let from_cookie = holder.from_cookie;
+    let now = state.clock.now();
+    let issued = run(&state, move |state| lease_ops::refresh(state, &holder)).await?;
+    let mut response = HttpResponse::Ok();
+    if from_cookie {
+        let cookie = cookie::lease(issued.token.expose(), issued.lease.expires_at - now);
+        response.insert_header((header::SET_COOKIE, cookie.to_string()));
+    }
+    Ok(response.json(LeaseToken::new(&issued)))
+}
+
+/// Ends the lease.
+#[utoipa::path(delete, path = "/v1/lease", tag = "lease", security(("lease" = [])),
+    responses((status = 204),
+        (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn end(
+    state: web::Data<AppState>,
+    holder: LeaseHolder,
+) -> Result<HttpResponse, ApiError> {
+    let from_cookie = holder.from_cookie;
+    run(&state, move |state| lease_ops::end(state, &holder)).await?;
+    let mut response = HttpResponse::NoContent();
+    if from_cookie {
+        response.insert_header((
+            header::SET_COOKIE,
+            cookie::removal(cookie::LEASE_COOKIE).to_string(),
+        ));
+    }
+    Ok(response.finish())
+}

@@ -1,0 +1,175 @@
+//! Flows as stored. Every change is a compare-and-set on `version`: of two requests (on one or
+//! several instances) advancing the same flow, one wins and the other gets `Conflict`.
+
+use diesel::prelude::*;
+
+use linklease_grant::{FlowId, SecretHash, micros};
+use linklease_lease::{Flow, Holder, SentOtp, Step};
+
+use crate::schema::flows;
+use crate::{DbConn, StoreError, parse_id};
+
+/// A flow and the version it was read at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredFlow {
+    /// The flow.
+    pub flow: Flow,
+    /// Pass back to [`save`].
+    pub version: i32,
+}
+
+/// Stores a new flow; a browser flow carries the keyed hash of its cookie secret.
+pub fn insert(
+    conn: &mut DbConn,
+    flow: &Flow,
+    cookie_hash: Option<&SecretHash>,
+) -> Result<(), StoreError> {
+    let row = FlowRow::from_flow(flow, 0);
+    diesel::insert_into(flows::table)
+        .values((
+            flows::id.eq(&row.id),
+            flows::grant_id.eq(&row.grant_id),
+            flows::client_id.eq(&row.client_id),
+            flows::cookie_hash.eq(cookie_hash.map(|h| h.0.to_vec())),
+            flows::created_at.eq(row.created_at),
+            flows::expires_at.eq(row.expires_at),
+            flows::step.eq(&row.step),
+            flows::sends.eq(row.sends),
+            flows::version.eq(0),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The flow `id`.
+pub fn get(conn: &mut DbConn, id: FlowId) -> Result<StoredFlow, StoreError> {
+    flows::table
+        .find(id.to_string())
+        .select(FlowRow::as_select())
+        .first(conn)?
+        .try_into()
+}
+
+/// The flow whose cookie secret has this keyed hash.
+pub fn by_cookie(conn: &mut DbConn, cookie_hash: &SecretHash) -> Result<StoredFlow, StoreError> {
+    flows::table
+        .filter(flows::cookie_hash.eq(&cookie_hash.0[..]))
+        .select(FlowRow::as_select())
+        .first(conn)?
+        .try_into()
+}
+
+/// Stores `flow` if nobody changed it since it was read at `version`; else `Conflict`.
+pub fn save(conn: &mut DbConn, flow: &Flow, version: i32) -> Result<(), StoreError> {
+    let row = FlowRow::from_flow(flow, version + 1);
+    let changed = diesel::update(
+        flows::table
+            .filter(flows::id.eq(&row.id))
+            .filter(flows::version.eq(version)),
+    )
+    .set((
+        flows::step.eq(&row.step),
+        flows::sends.eq(row.sends),
+        flows::otp_send.eq(row.otp_send),
+        flows::otp_hash.eq(&row.otp_hash),
+        flows::otp_sent_at.eq(row.otp_sent_at),
+        flows::otp_expires_at.eq(row.otp_expires_at),
+        flows::otp_tries.eq(row.otp_tries),
+        flows::version.eq(row.version),
+    ))
+    .execute(conn)?;
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict("the flow changed meanwhile".into()))
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = flows)]
+struct FlowRow {
+    id: String,
+    grant_id: String,
+    client_id: Option<String>,
+    created_at: i64,
+    expires_at: i64,
+    step: String,
+    sends: i32,
+    otp_send: Option<i32>,
+    otp_hash: Option<Vec<u8>>,
+    otp_sent_at: Option<i64>,
+    otp_expires_at: Option<i64>,
+    otp_tries: Option<i32>,
+    version: i32,
+}
+
+fn count(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+impl FlowRow {
+    fn from_flow(flow: &Flow, version: i32) -> Self {
+        let otp = flow.otp.as_ref();
+        Self {
+            id: flow.id.to_string(),
+            grant_id: flow.grant.to_string(),
+            client_id: match flow.holder {
+                Holder::Browser => None,
+                Holder::Partner(client) => Some(client.to_string()),
+            },
+            created_at: micros::to_micros(flow.created_at),
+            expires_at: micros::to_micros(flow.expires_at),
+            step: flow.step.as_str().to_owned(),
+            sends: count(flow.sends),
+            otp_send: otp.map(|o| count(o.send)),
+            otp_hash: otp.map(|o| o.hash.0.to_vec()),
+            otp_sent_at: otp.map(|o| micros::to_micros(o.sent_at)),
+            otp_expires_at: otp.map(|o| micros::to_micros(o.expires_at)),
+            otp_tries: otp.map(|o| count(o.tries)),
+            version,
+        }
+    }
+}
+
+impl TryFrom<FlowRow> for StoredFlow {
+    type Error = StoreError;
+    fn try_from(row: FlowRow) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("flow {} {what}", row.id));
+        let uint = |n: i32| u32::try_from(n).map_err(|_| corrupt("negative count"));
+        let otp = match (
+            row.otp_send,
+            &row.otp_hash,
+            row.otp_sent_at,
+            row.otp_expires_at,
+            row.otp_tries,
+        ) {
+            (Some(send), Some(hash), Some(sent_at), Some(expires_at), Some(tries)) => {
+                Some(SentOtp {
+                    send: uint(send)?,
+                    hash: SecretHash::from_slice(hash).ok_or_else(|| corrupt("otp_hash"))?,
+                    sent_at: micros::from_micros(sent_at),
+                    expires_at: micros::from_micros(expires_at),
+                    tries: uint(tries)?,
+                })
+            }
+            (None, None, None, None, None) => None,
+            _ => return Err(corrupt("partial otp")),
+        };
+        Ok(StoredFlow {
+            flow: Flow {
+                id: parse_id(&row.id)?,
+                grant: parse_id(&row.grant_id)?,
+                holder: match &row.client_id {
+                    None => Holder::Browser,
+                    Some(client) => Holder::Partner(parse_id(client)?),
+                },
+                created_at: micros::from_micros(row.created_at),
+                expires_at: micros::from_micros(row.expires_at),
+                step: Step::parse(&row.step).ok_or_else(|| corrupt("step"))?,
+                sends: uint(row.sends)?,
+                otp,
+            },
+            version: row.version,
+        })
+    }
+}

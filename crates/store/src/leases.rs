@@ -1,0 +1,141 @@
+//! Leases as stored: issued once, extended by refresh, ended once.
+
+use diesel::prelude::*;
+use time::OffsetDateTime;
+
+use linklease_grant::{ClientId, FlowId, GrantId, LeaseId, TenantId, micros};
+
+use crate::schema::leases;
+use crate::{DbConn, StoreError, parse_id};
+
+/// A lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// Its id (the token's `jti`).
+    pub id: LeaseId,
+    /// The grant's tenant.
+    pub tenant: TenantId,
+    /// The grant (the token's `sub`).
+    pub grant: GrantId,
+    /// The flow that issued it.
+    pub flow: FlowId,
+    /// The partner client that exchanged it, or `None` for a browser.
+    pub client: Option<ClientId>,
+    /// When it was issued.
+    pub issued_at: OffsetDateTime,
+    /// When it expires (moved by refresh).
+    pub expires_at: OffsetDateTime,
+    /// When it ended early (logout, `DELETE /v1/lease`, the grant's last use).
+    pub ended_at: Option<OffsetDateTime>,
+    /// Why it ended.
+    pub end_reason: Option<String>,
+    /// The address it was issued to.
+    pub ip: Option<String>,
+    /// The user agent it was issued to.
+    pub user_agent: Option<String>,
+}
+
+impl LeaseRecord {
+    /// Whether it still authorizes anything at `now` (the grant's status is checked apart).
+    pub fn is_live(&self, now: OffsetDateTime) -> bool {
+        self.ended_at.is_none() && now < self.expires_at
+    }
+}
+
+/// Stores a new lease. Call inside the transaction that finishes its flow.
+pub fn insert(conn: &mut DbConn, lease: &LeaseRecord) -> Result<(), StoreError> {
+    diesel::insert_into(leases::table)
+        .values((
+            leases::id.eq(lease.id.to_string()),
+            leases::tenant_id.eq(lease.tenant.to_string()),
+            leases::grant_id.eq(lease.grant.to_string()),
+            leases::flow_id.eq(lease.flow.to_string()),
+            leases::client_id.eq(lease.client.map(|c| c.to_string())),
+            leases::issued_at.eq(micros::to_micros(lease.issued_at)),
+            leases::expires_at.eq(micros::to_micros(lease.expires_at)),
+            leases::ip.eq(&lease.ip),
+            leases::user_agent.eq(&lease.user_agent),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The lease `id`.
+pub fn get(conn: &mut DbConn, id: LeaseId) -> Result<LeaseRecord, StoreError> {
+    leases::table
+        .find(id.to_string())
+        .select(LeaseRow::as_select())
+        .first(conn)?
+        .try_into()
+}
+
+/// Moves the expiry of a live lease; `false` if it has ended meanwhile.
+pub fn extend(
+    conn: &mut DbConn,
+    id: LeaseId,
+    expires_at: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let changed = diesel::update(
+        leases::table
+            .filter(leases::id.eq(id.to_string()))
+            .filter(leases::ended_at.is_null()),
+    )
+    .set(leases::expires_at.eq(micros::to_micros(expires_at)))
+    .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Ends a lease; `false` if it had already ended (the first end stays).
+pub fn end(
+    conn: &mut DbConn,
+    id: LeaseId,
+    reason: &str,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let changed = diesel::update(
+        leases::table
+            .filter(leases::id.eq(id.to_string()))
+            .filter(leases::ended_at.is_null()),
+    )
+    .set((
+        leases::ended_at.eq(micros::to_micros(now)),
+        leases::end_reason.eq(reason),
+    ))
+    .execute(conn)?;
+    Ok(changed == 1)
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = leases)]
+struct LeaseRow {
+    id: String,
+    tenant_id: String,
+    grant_id: String,
+    flow_id: String,
+    client_id: Option<String>,
+    issued_at: i64,
+    expires_at: i64,
+    ended_at: Option<i64>,
+    end_reason: Option<String>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl TryFrom<LeaseRow> for LeaseRecord {
+    type Error = StoreError;
+    fn try_from(row: LeaseRow) -> Result<Self, StoreError> {
+        Ok(LeaseRecord {
+            id: parse_id(&row.id)?,
+            tenant: parse_id(&row.tenant_id)?,
+            grant: parse_id(&row.grant_id)?,
+            flow: parse_id(&row.flow_id)?,
+            client: row.client_id.as_deref().map(parse_id).transpose()?,
+            issued_at: micros::from_micros(row.issued_at),
+            expires_at: micros::from_micros(row.expires_at),
+            ended_at: row.ended_at.map(micros::from_micros),
+            end_reason: row.end_reason,
+            ip: row.ip,
+            user_agent: row.user_agent,
+        })
+    }
+}
