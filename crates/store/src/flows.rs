@@ -35,6 +35,11 @@ pub fn insert(
             flows::expires_at.eq(row.expires_at),
             flows::step.eq(&row.step),
             flows::sends.eq(row.sends),
+            flows::otp_send.eq(row.otp_send),
+            flows::otp_hash.eq(&row.otp_hash),
+            flows::otp_sent_at.eq(row.otp_sent_at),
+            flows::otp_expires_at.eq(row.otp_expires_at),
+            flows::otp_tries.eq(row.otp_tries),
             flows::version.eq(0),
         ))
         .execute(conn)?;

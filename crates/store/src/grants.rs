@@ -312,10 +312,23 @@ pub fn take_use(
     actor: &Actor,
     now: OffsetDateTime,
 ) -> Result<u32, StoreError> {
-    if now >= grant.expires_at {
-        return Err(StoreError::GrantNotActive(GrantStatus::Expired));
-    }
     let id = grant.id.to_string();
+    let read_state = |conn: &mut DbConn| -> Result<GrantState, StoreError> {
+        grant_state::table
+            .filter(grant_state::grant_id.eq(&id))
+            .select(StateRow::as_select())
+            .first(conn)?
+            .try_into()
+    };
+    if now >= grant.expires_at {
+        // Expired, or something that outranks expiry (revoked, locked, used).
+        let state = read_state(conn)?;
+        return Err(StoreError::GrantNotActive(state.status(
+            grant.expires_at,
+            grant.max_uses,
+            now,
+        )));
+    }
     let taken = diesel::update(
         grant_state::table
             .filter(grant_state::grant_id.eq(&id))
@@ -325,11 +338,7 @@ pub fn take_use(
     )
     .set(grant_state::uses.eq(grant_state::uses + 1))
     .execute(conn)?;
-    let state: GrantState = grant_state::table
-        .filter(grant_state::grant_id.eq(&id))
-        .select(StateRow::as_select())
-        .first(conn)?
-        .try_into()?;
+    let state = read_state(conn)?;
     if taken == 0 {
         return Err(StoreError::GrantNotActive(state.status(
             grant.expires_at,
