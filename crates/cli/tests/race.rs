@@ -1,0 +1,212 @@
+//! Two linklease processes on one database: the last allowed use of a grant is taken exactly
+//! once, however many submissions race for it, whichever instance they reach.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use linklease_store::backend_tests;
+use linklease_store::testing::TestDb;
+
+/// A `linklease serve` process, killed when dropped.
+struct Instance {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn linklease(db: &TestDb, data_dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_linklease"));
+    cmd.env("LINKLEASE_DATABASE_URL", &db.url)
+        .env("LINKLEASE_DATA_DIR", data_dir)
+        .env("LINKLEASE_LOG", "warn");
+    cmd
+}
+
+fn json_of(cmd: &mut Command) -> Value {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn serve(db: &TestDb, data_dir: &std::path::Path) -> Instance {
+    let mut child = linklease(db, data_dir)
+        .args(["serve", "--bind", "127.0.0.1:0", "--rate-limit", "1000000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_owned();
+    Instance { child, url }
+}
+
+fn new_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn post(agent: &ureq::Agent, url: &str, auth: &str, body: &Value) -> (u16, Value) {
+    let mut reply = agent
+        .post(url)
+        .header("authorization", auth)
+        .header("content-type", "application/json")
+        .send(body.to_string())
+        .unwrap();
+    let status = reply.status().as_u16();
+    let text = reply.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn two_instances_take_the_last_use_exactly_once(db: &TestDb) {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path();
+    json_of(linklease(db, dir).args(["tenant", "create", "clinic", "--json"]));
+    let key = json_of(linklease(db, dir).args([
+        "apikey",
+        "create",
+        "--tenant",
+        "clinic",
+        "--scopes",
+        "grants:write,grants:read,submissions:read",
+        "--json",
+    ]));
+    let key = format!("Bearer {}", key["key"].as_str().unwrap());
+    let client = json_of(linklease(db, dir).args([
+        "client",
+        "create",
+        "--tenant",
+        "clinic",
+        "--name",
+        "partner",
+        "--allow-ip",
+        "127.0.0.0/8",
+        "--json",
+    ]));
+    let basic = {
+        use base64::Engine as _;
+        let pair = format!(
+            "{}:{}",
+            client["client_id"].as_str().unwrap(),
+            client["client_secret"].as_str().unwrap()
+        );
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    };
+
+    let instances = [serve(db, dir), serve(db, dir)];
+    let agent = new_agent();
+    let (status, grant) = post(
+        &agent,
+        &format!("{}/v1/grants", instances[0].url),
+        &key,
+        &json!({
+            "payload": {"case": "c-1"},
+            "max_uses": 3,
+            "permissions": {"write_fields": {"note": {"type": "string"}}}
+        }),
+    );
+    assert_eq!(status, 201, "{grant}");
+    let grant_id = grant["id"].as_str().unwrap().to_owned();
+
+    // Sixteen leases on the one grant, opened through both instances.
+    let leases: Vec<String> = (0..16)
+        .map(|i| {
+            let url = format!("{}/v1/exchange", instances[i % 2].url);
+            let (status, started) = post(&agent, &url, &basic, &json!({"token": grant["token"]}));
+            assert_eq!(status, 201, "{started}");
+            started["lease"]["lease_token"].as_str().unwrap().to_owned()
+        })
+        .collect();
+
+    // 64 submissions at once, half to each instance.
+    let barrier = Arc::new(Barrier::new(64));
+    let urls: Vec<String> = instances.iter().map(|i| i.url.clone()).collect();
+    let threads: Vec<_> = (0..64)
+        .map(|i| {
+            let barrier = barrier.clone();
+            let url = format!("{}/v1/lease/submissions", urls[i % 2]);
+            let lease = format!("Bearer {}", leases[i % leases.len()]);
+            std::thread::spawn(move || {
+                let agent = new_agent();
+                barrier.wait();
+                post(
+                    &agent,
+                    &url,
+                    &lease,
+                    &json!({"fields": {"note": format!("n{i}")}}),
+                )
+            })
+        })
+        .collect();
+    let results: Vec<(u16, Value)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let accepted = results.iter().filter(|(s, _)| *s == 201).count();
+    let used = results
+        .iter()
+        .filter(|(s, body)| *s == 410 && body["code"] == "grant_used")
+        .count();
+    let others: Vec<_> = results
+        .iter()
+        .filter(|(s, _)| *s != 201 && *s != 410)
+        .collect();
+    assert_eq!(
+        others,
+        Vec::<&(u16, Value)>::new(),
+        "only 201 and 410 grant_used"
+    );
+    assert_eq!((accepted, used), (3, 61));
+    let last = results
+        .iter()
+        .filter(|(s, body)| *s == 201 && body["grant_status"] == "used")
+        .count();
+    assert_eq!(last, 1, "exactly one submission took the last use");
+
+    for instance in &instances {
+        let mut reply = agent
+            .get(format!("{}/v1/grants/{grant_id}", instance.url))
+            .header("authorization", &key)
+            .call()
+            .unwrap();
+        let view: Value =
+            serde_json::from_str(&reply.body_mut().read_to_string().unwrap()).unwrap();
+        assert_eq!(
+            (view["uses"].as_u64(), view["status"].as_str()),
+            (Some(3), Some("used"))
+        );
+        let mut reply = agent
+            .get(format!("{}/v1/grants/{grant_id}/submissions", instance.url))
+            .header("authorization", &key)
+            .call()
+            .unwrap();
+        let list: Value =
+            serde_json::from_str(&reply.body_mut().read_to_string().unwrap()).unwrap();
+        assert_eq!(list["submissions"].as_array().unwrap().len(), 3);
+    }
+}
+
+backend_tests!(two_instances_take_the_last_use_exactly_once);
