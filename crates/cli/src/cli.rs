@@ -55,6 +55,20 @@ pub enum Command {
     /// Manage partner web-app clients.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Manage the lease-signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `keys` verbs.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new lease-signing key; the old one verifies the leases it signed until they
+    /// have expired (one hour at most). Running servers pick the new key up within 30 s.
+    Rotate {
+        #[command(flatten)]
+        out: JsonFlag,
+    },
 }
 
 /// `serve` flags.

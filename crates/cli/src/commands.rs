@@ -7,9 +7,12 @@ use std::fmt;
 use linklease_grant::{ApiKeyId, ClientId, IpBlock, SecretKeys, SecretString, limits};
 use linklease_server::{AppState, Clock, DataDir, ServerConfig};
 use linklease_store::api_keys::{self, Scope};
-use linklease_store::{PoolOptions, Store, StoreError, clients, tenants};
+use linklease_store::audit::Actor;
+use linklease_store::{PoolOptions, Store, StoreError, clients, signing_keys, tenants};
 
-use crate::cli::{ApiKeyCommand, Cli, ClientCommand, Command, JsonFlag, ServeArgs, TenantCommand};
+use crate::cli::{
+    ApiKeyCommand, Cli, ClientCommand, Command, JsonFlag, KeysCommand, ServeArgs, TenantCommand,
+};
 
 /// A failure, said plainly.
 #[derive(Debug)]
@@ -269,6 +272,16 @@ fn admin(store: &Store, keys: &SecretKeys, command: Command) -> Result<(), Failu
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
+            });
+        }
+        Command::Keys(KeysCommand::Rotate { out }) => {
+            let limits = linklease_lease::FlowLimits::default();
+            let kid = store.write(|c| {
+                signing_keys::ensure(c, keys, now(), &rng)?;
+                signing_keys::rotate(c, keys, &limits, &Actor::operator(), now(), &rng)
+            })?;
+            print(out, json!({ "kid": kid }), || {
+                format!("new lease-signing key {kid}; servers use it within 30 s")
             });
         }
         Command::Serve(_) | Command::Migrate => {}

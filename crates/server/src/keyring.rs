@@ -2,7 +2,7 @@
 //! instance finds the same keys), reloaded every 30 seconds and at once when a token names a
 //! key this instance has not seen, so a rotation on any instance reaches all of them.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use linklease_lease::KeySet;
@@ -20,6 +20,7 @@ const FORCED_RELOAD_GAP: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub struct Keyring {
     cached: RwLock<Option<(Arc<KeySet>, Instant)>>,
+    last_forced: Mutex<Option<Instant>>,
 }
 
 impl Keyring {
@@ -49,10 +50,17 @@ impl Keyring {
         self.get(state, REFRESH)
     }
 
-    /// A key set that has been read again unless it was read within the last second: for a
-    /// token whose `kid` the cached set does not know. Blocks.
+    /// The key set read again, unless a reload was already forced within the last second: for
+    /// a token whose `kid` the cached set does not know. Blocks.
     pub fn reloaded(&self, state: &AppState) -> Result<Arc<KeySet>, StoreError> {
-        self.get(state, FORCED_RELOAD_GAP)
+        let force = match self.last_forced.lock() {
+            Ok(mut last) if last.is_none_or(|at| at.elapsed() >= FORCED_RELOAD_GAP) => {
+                *last = Some(Instant::now());
+                true
+            }
+            _ => false,
+        };
+        self.get(state, if force { Duration::ZERO } else { REFRESH })
     }
 
     /// Forgets the cached set (after a rotation by this process).

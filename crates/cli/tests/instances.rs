@@ -1,5 +1,6 @@
-//! Two linklease processes on one database: the last allowed use of a grant is taken exactly
-//! once, however many submissions race for it, whichever instance they reach.
+//! Several linklease processes on one database: the last allowed use of a grant is taken
+//! exactly once, however many submissions race for it, whichever instance they reach; a key
+//! rotation reaches every instance.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Value, json};
@@ -209,4 +210,103 @@ fn two_instances_take_the_last_use_exactly_once(db: &TestDb) {
     }
 }
 
-backend_tests!(two_instances_take_the_last_use_exactly_once);
+/// The `kid` in a JWT's header.
+fn kid_of(token: &str) -> String {
+    use base64::Engine as _;
+    let header = token.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap(),
+    )
+    .unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+fn get_lease(agent: &ureq::Agent, url: &str, lease: &str) -> u16 {
+    agent
+        .get(format!("{url}/v1/lease"))
+        .header("authorization", format!("Bearer {lease}"))
+        .call()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn rotation_reaches_every_instance(db: &TestDb) {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path();
+    json_of(linklease(db, dir).args(["tenant", "create", "clinic", "--json"]));
+    let key = json_of(linklease(db, dir).args([
+        "apikey",
+        "create",
+        "--tenant",
+        "clinic",
+        "--scopes",
+        "grants:write",
+        "--json",
+    ]));
+    let key = format!("Bearer {}", key["key"].as_str().unwrap());
+    let client = json_of(linklease(db, dir).args([
+        "client",
+        "create",
+        "--tenant",
+        "clinic",
+        "--name",
+        "p",
+        "--allow-ip",
+        "127.0.0.1",
+        "--json",
+    ]));
+    let basic = {
+        use base64::Engine as _;
+        let pair = format!(
+            "{}:{}",
+            client["client_id"].as_str().unwrap(),
+            client["client_secret"].as_str().unwrap()
+        );
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    };
+    let agent = new_agent();
+    let first = serve(db, dir);
+    let lease_on = |url: &str| -> String {
+        let (status, grant) = post(
+            &agent,
+            &format!("{url}/v1/grants"),
+            &key,
+            &json!({"payload": {"a": 1}}),
+        );
+        assert_eq!(status, 201, "{grant}");
+        let (status, started) = post(
+            &agent,
+            &format!("{url}/v1/exchange"),
+            &basic,
+            &json!({"token": grant["token"]}),
+        );
+        assert_eq!(status, 201, "{started}");
+        started["lease"]["lease_token"].as_str().unwrap().to_owned()
+    };
+    let old = lease_on(&first.url);
+
+    let rotated = json_of(linklease(db, dir).args(["keys", "rotate", "--json"]));
+    let new_kid = rotated["kid"].as_str().unwrap();
+    assert_ne!(kid_of(&old), new_kid);
+
+    // A new instance signs with the new key; the old lease still works on it.
+    let second = serve(db, dir);
+    let new = lease_on(&second.url);
+    assert_eq!(kid_of(&new), new_kid);
+    assert_eq!(get_lease(&agent, &second.url, &old), 200);
+    // The first instance has not reloaded yet, but a token with a kid it does not know makes
+    // it read the keys again.
+    assert_eq!(get_lease(&agent, &first.url, &new), 200);
+    assert_eq!(get_lease(&agent, &first.url, &old), 200);
+}
+
+backend_tests!(
+    two_instances_take_the_last_use_exactly_once,
+    rotation_reaches_every_instance
+);
