@@ -194,3 +194,76 @@ fn grant_without_factor_or_code_leases_at_once(s: &TestServer) {
     s.lease_call("GET", "/v1/lease", lease, None)
         .problem(401, "lease_invalid");
 }
+
+/// A courier that cannot deliver (a webhook to a closed port): the visitor is told the service
+/// is unavailable, and nothing is lost or burnt.
+fn a_failed_delivery_is_unavailable_and_loses_nothing(db: &linklease_store::testing::TestDb) {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let courier = linklease_courier::from_spec(
+        &format!("webhook:http://127.0.0.1:{port}/sms"),
+        &linklease_courier::CourierOptions {
+            webhook_secret: Some(linklease_grant::SecretString::new("s3cret")),
+            timeout: std::time::Duration::from_secs(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let s = TestServer::start_full(db.store.clone(), 10_000, Some(courier));
+    let (tenant, key) = s.tenant("clinic");
+    let client = s.client(tenant, &[]);
+    let grant = s.create(&key, &lab_result());
+    let id = grant["id"].as_str().unwrap();
+    let reply = s.post_as(
+        "/v1/exchange",
+        &client,
+        &json!({"token": grant["token"], "factor": "1984-03-02"}),
+    );
+    let doc = reply.problem(503, "unavailable");
+    assert!(reply.header("retry-after").is_some());
+    assert!(!doc.to_string().contains("pat@example.org"));
+    // The factor passed and is recorded; no failure counted, no use taken, the grant active.
+    let view = s.get(&format!("/v1/grants/{id}"), &key).json();
+    assert_eq!(
+        (view["status"].as_str(), view["uses"].as_u64()),
+        (Some("active"), Some(0))
+    );
+    assert_eq!(view["factor_failures"], 0);
+    let kinds: Vec<String> = s
+        .store
+        .read(|c| audit::for_grant(c, id.parse().unwrap()))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(kinds.contains(&"factor.passed".to_owned()), "{kinds:?}");
+    assert!(!kinds.contains(&"otp.sent".to_owned()), "{kinds:?}");
+    // The flow waits for a delivery: asking again is allowed (and fails the same way).
+    let events = s
+        .store
+        .read(|c| audit::for_grant(c, id.parse().unwrap()))
+        .unwrap();
+    let visited = events.iter().find(|e| e.kind == "link.visited").unwrap();
+    let detail: Value = serde_json::from_str(&visited.detail).unwrap();
+    let flow = detail["flow"].as_str().unwrap();
+    let resend = s.request(
+        "POST",
+        &format!("/v1/exchange/{flow}/resend"),
+        &[("authorization", &client)],
+        None,
+    );
+    resend.problem(503, "unavailable");
+}
+
+#[test]
+fn a_failed_delivery_is_unavailable_and_loses_nothing_sqlite() {
+    a_failed_delivery_is_unavailable_and_loses_nothing(&linklease_store::testing::TestDb::sqlite());
+}
+
+#[test]
+fn a_failed_delivery_is_unavailable_and_loses_nothing_postgres() {
+    if let Some(db) = linklease_store::testing::TestDb::postgres() {
+        a_failed_delivery_is_unavailable_and_loses_nothing(&db);
+    }
+}

@@ -82,13 +82,24 @@ impl TestServer {
 
     /// Starts a server allowing `per_minute` requests per address on the consumer routes.
     pub fn start_with(store: linklease_store::Store, per_minute: u32) -> Self {
+        Self::start_full(store, per_minute, None)
+    }
+
+    /// Starts a server delivering codes through `courier` (default: an outbox file).
+    pub fn start_full(
+        store: linklease_store::Store,
+        per_minute: u32,
+        courier: Option<std::sync::Arc<dyn linklease_courier::Courier>>,
+    ) -> Self {
         capture_logs();
         let outbox = tempfile::tempdir().unwrap();
-        let courier = linklease_courier::from_spec(
-            &format!("outbox:{}", outbox.path().join("outbox.jsonl").display()),
-            &linklease_courier::CourierOptions::default(),
-        )
-        .unwrap();
+        let courier = courier.unwrap_or_else(|| {
+            linklease_courier::from_spec(
+                &format!("outbox:{}", outbox.path().join("outbox.jsonl").display()),
+                &linklease_courier::CourierOptions::default(),
+            )
+            .unwrap()
+        });
         let now = Arc::new(Mutex::new(START));
         let clock_now = now.clone();
         let clock = Clock::from_fn(move || *clock_now.lock().unwrap());
