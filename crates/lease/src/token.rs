@@ -26,7 +26,8 @@ pub const LEEWAY_SECONDS: i64 = 0;
 pub enum Scope {
     /// Read the payload.
     Read,
-    /// Submit fields and child records, or complete.
+    /// Submit fields and child records. (Completing needs only a live lease: a read-only
+    /// grant is used by reading it and saying so.)
     Write,
 }
 

@@ -181,6 +181,8 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
     /// For `factor_mismatch` and `otp_mismatch`: tries left before a lock or a dead flow.
     pub attempts_left: Option<u32>,
+    /// For `unauthenticated`: the `WWW-Authenticate` challenge (default `Bearer`).
+    pub challenge: Option<&'static str>,
     /// Logged, never sent.
     cause: Option<String>,
 }
@@ -194,6 +196,7 @@ impl ApiError {
             errors: Vec::new(),
             retry_after: None,
             attempts_left: None,
+            challenge: None,
             cause: None,
         }
     }
@@ -347,7 +350,11 @@ impl ResponseError for ApiError {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
         if self.code == Code::Unauthenticated {
-            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            let challenge = self.challenge.unwrap_or("Bearer");
+            response.insert_header((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            ));
         }
         response.json(Problem {
             kind: format!("urn:linklease:problem:{}", self.code.as_str()),

@@ -13,10 +13,10 @@ use std::net::IpAddr;
 use linklease_grant::{GrantStatus, LeaseId, Purpose, SecretHash, micros};
 use linklease_lease::cookie::LEASE_COOKIE;
 use linklease_lease::token::{self, LeaseClaims, Scope, TokenError};
-use linklease_store::StoreError;
 use linklease_store::audit::Actor;
 use linklease_store::grants::{self, GrantRecord};
 use linklease_store::leases::{self, LeaseRecord};
+use linklease_store::{StoreError, clients};
 
 use crate::auth::bearer;
 use crate::client_ip::{client_ip, user_agent};
@@ -107,6 +107,53 @@ fn lease_invalid() -> ApiError {
     ApiError::new(Code::LeaseInvalid, "a valid lease is required")
 }
 
+/// A lease token as a request presents it.
+#[derive(Clone, Debug)]
+pub struct Presented {
+    /// The JWT.
+    pub token: String,
+    /// Whether it came as the browser cookie (then the CSRF header is required).
+    pub from_cookie: bool,
+    csrf: Option<String>,
+}
+
+impl Presented {
+    /// The Bearer token (preferred) or the lease cookie of `req`, if any of sane length.
+    pub fn of(req: &HttpRequest) -> Option<Self> {
+        let csrf = req
+            .headers()
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let (token, from_cookie) = match bearer(req).filter(|t| !t.starts_with("llk_")) {
+            Some(token) => (token.to_owned(), false),
+            None => (request_cookie(req, LEASE_COOKIE)?, true),
+        };
+        (token.len() <= 4096).then_some(Self {
+            token,
+            from_cookie,
+            csrf,
+        })
+    }
+
+    /// A cookie needs the lease's CSRF token in `X-CSRF-Token`.
+    pub fn check_csrf(&self, state: &AppState, lease: LeaseId) -> Result<(), ApiError> {
+        if !self.from_cookie
+            || self
+                .csrf
+                .as_deref()
+                .is_some_and(|c| csrf_matches(state, lease, c))
+        {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                Code::Forbidden,
+                "a lease cookie needs the X-CSRF-Token header",
+            ))
+        }
+    }
+}
+
 /// Verifies a token with the cached key set, reloading it once for a key it does not know.
 /// Blocks.
 pub fn verify_token(state: &AppState, token: &str) -> Result<LeaseClaims, ApiError> {
@@ -162,6 +209,20 @@ pub fn authorize(
             "this address may not use this link",
         ));
     }
+    // A partner's lease lives only as long as the partner's credentials, and only where the
+    // partner may call from.
+    if let Some(client) = lease.client {
+        let client = state.store.read(|c| clients::get(c, client))?;
+        if client.revoked_at.is_some() {
+            return Err(lease_invalid());
+        }
+        if !ip_allowed(&client.allowed_ip_blocks, ip) {
+            return Err(ApiError::new(
+                Code::Forbidden,
+                "this client may not call from this address",
+            ));
+        }
+    }
     Ok((claims, lease, grant))
 }
 
@@ -171,47 +232,28 @@ impl FromRequest for LeaseHolder {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let from_bearer = bearer(req)
-            .filter(|t| !t.starts_with("llk_"))
-            .map(str::to_owned);
-        let from_cookie = request_cookie(req, LEASE_COOKIE);
-        let csrf = req
-            .headers()
-            .get(CSRF_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let presented = Presented::of(req);
         let ip = state
             .as_ref()
             .and_then(|s| client_ip(req, &s.config.trust_proxy));
         let user_agent = user_agent(req);
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
-            let (token, cookie) = match (from_bearer, from_cookie) {
-                (Some(token), _) => (token, false),
-                (None, Some(token)) => (token, true),
-                (None, None) => return Err(lease_invalid()),
-            };
-            if token.len() > 4096 {
-                return Err(lease_invalid());
-            }
+            let presented = presented.ok_or_else(lease_invalid)?;
             let checked = state.clone();
+            let token = presented.token.clone();
             let (claims, lease, grant) =
                 blocking(&state, move |_| Ok(authorize(&checked, &token, ip)))
                     .await
                     .map_err(ApiError::from)??;
-            if cookie && !csrf.is_some_and(|c| csrf_matches(&state, lease.id, &c)) {
-                return Err(ApiError::new(
-                    Code::Forbidden,
-                    "a lease cookie needs the X-CSRF-Token header",
-                ));
-            }
+            presented.check_csrf(&state, lease.id)?;
             Ok(LeaseHolder {
                 claims,
                 lease,
                 grant,
                 ip,
                 user_agent,
-                from_cookie: cookie,
+                from_cookie: presented.from_cookie,
             })
         })
     }

@@ -124,12 +124,14 @@ pub fn submit(
         idempotency_key: request.idempotency_key.clone(),
     };
     let outcome = state.store.write(|c| {
-        let uses = grants::take_use(c, grant, &holder.actor(), now)?;
+        // Child records first: when they do not fit, nothing has changed yet and nothing is
+        // committed. The use is taken after, so a refused use rolls the reservation back.
         if let Some(create) = &grant.permissions.create
             && let Err(left) = grants::take_creates(c, grant.id, record.creates, create.max)?
         {
             return Ok(Err(submission_error(SubmissionError::CreateLimit { left })));
         }
+        let uses = grants::take_use(c, grant, &holder.actor(), now)?;
         submissions::insert(c, &record)?;
         audit::append(
             c,
@@ -166,6 +168,32 @@ pub fn submit(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The replay of a submission whose lease has since ended with the grant's last use: a client
+/// retrying its final submission gets the first answer, not `grant_used`. The token's signature
+/// is checked; the submission must have come through that very lease. Blocks.
+pub fn replay_after_end(
+    state: &AppState,
+    presented: &crate::lease_auth::Presented,
+    request: &SubmissionRequest,
+) -> Option<Result<Accepted, ApiError>> {
+    let key = request.idempotency_key.as_deref()?;
+    let claims = crate::lease_auth::verify_token(state, &presented.token).ok()?;
+    presented.check_csrf(state, claims.jti).ok()?;
+    let first = state
+        .store
+        .read(|c| submissions::by_idempotency_key(c, claims.sub, key))
+        .ok()??;
+    if first.lease != claims.jti {
+        return None;
+    }
+    Some(replay(
+        state,
+        request,
+        first,
+        micros::truncate(state.clock.now()),
+    ))
 }
 
 fn replay(
@@ -217,6 +245,15 @@ pub fn complete(state: &AppState, holder: &LeaseHolder) -> Result<GrantStatus, A
     let now = micros::truncate(state.clock.now());
     Ok(state.store.write(|c| {
         let uses = grants::take_use(c, &holder.grant.grant, &holder.actor(), now)?;
+        audit::append(
+            c,
+            &event(
+                holder,
+                AuditKind::UseCompleted,
+                serde_json::json!({ "uses": uses }),
+                now,
+            ),
+        )?;
         end_if_used(c, holder, uses, now)
     })?)
 }

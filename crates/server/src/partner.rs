@@ -43,10 +43,12 @@ impl Partner {
 }
 
 fn unauthenticated() -> ApiError {
-    ApiError::new(
+    let mut err = ApiError::new(
         Code::Unauthenticated,
         "valid client credentials are required (HTTP Basic client_id:client_secret)",
-    )
+    );
+    err.challenge = Some("Basic realm=\"linklease\"");
+    err
 }
 
 /// The `(client_id, secret)` of a Basic authorization header.

@@ -16,6 +16,7 @@ use crate::{DbConn, StoreError};
 #[allow(missing_docs)]
 pub enum AuditKind {
     TenantCreated,
+    UseCompleted,
     GrantCreated,
     GrantRevoked,
     GrantLocked,
@@ -45,6 +46,7 @@ impl AuditKind {
         use AuditKind::*;
         match self {
             TenantCreated => "tenant.created",
+            UseCompleted => "use.completed",
             GrantCreated => "grant.created",
             GrantRevoked => "grant.revoked",
             GrantLocked => "grant.locked",

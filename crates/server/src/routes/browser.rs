@@ -115,7 +115,13 @@ fn error_page(e: &ApiError) -> HttpResponse {
         Code::Forbidden => ("Not allowed", "This request is not allowed from here."),
         _ => ("Something went wrong", "Please go back and try again."),
     };
-    let mut response = page(e.code.status(), title, &format!("<p>{}</p>", escape(text)));
+    // Spec §3: an inactive grant's page is 410, whatever the reason (the API says 423 locked).
+    let status = if e.code == Code::GrantLocked {
+        StatusCode::GONE
+    } else {
+        e.code.status()
+    };
+    let mut response = page(status, title, &format!("<p>{}</p>", escape(text)));
     if let Some(seconds) = e.retry_after
         && let Ok(value) = header::HeaderValue::from_str(&seconds.to_string())
     {
@@ -160,12 +166,20 @@ fn same_origin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
         return Err(cross);
     }
     if let Some(origin) = header("origin")
-        && origin != "null"
-        && !state.config.public_url.starts_with(origin)
+        && origin != origin_of(&state.config.public_url)
     {
         return Err(cross);
     }
     Ok(())
+}
+
+/// `scheme://host[:port]` of a URL: what browsers send as `Origin`.
+fn origin_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after_scheme..]
+        .find('/')
+        .map_or(url.len(), |i| after_scheme + i);
+    &url[..end]
 }
 
 fn flow_csrf(state: &AppState, flow: FlowId) -> String {
@@ -232,6 +246,9 @@ pub async fn visit(
 
 /// `GET /flow`: the current step.
 pub async fn flow_page(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    if let Err(e) = state.rate_limit.check(ip(&state, &req)) {
+        return error_page(&e);
+    }
     let secret = request_cookie(&req, FLOW_COOKIE);
     let result = run(&state, move |state| {
         let stored = current_flow(state, secret.as_deref())?;
@@ -240,7 +257,12 @@ pub async fn flow_page(state: web::Data<AppState>, req: HttpRequest) -> HttpResp
     })
     .await;
     match result {
-        Ok((stored, record)) => render_step(&state, &stored, &record.grant, None),
+        Ok((stored, record)) => match record.status(state.clock.now()) {
+            linklease_grant::GrantStatus::Active => {
+                render_step(&state, &stored, &record.grant, None)
+            }
+            status => error_page(&ApiError::grant_inactive(status)),
+        },
         Err(e) => error_page(&e),
     }
 }
@@ -300,7 +322,13 @@ fn render_step(
         }
         Step::Leased | Step::Dead => String::new(),
     };
-    page(status, "Open your link", &body)
+    let mut response = page(status, "Open your link", &body);
+    if let Some(seconds) = error.and_then(|e| e.retry_after)
+        && let Ok(value) = header::HeaderValue::from_str(&seconds.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// Runs one POST step of the flow and answers with the next page.

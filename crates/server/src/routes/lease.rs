@@ -2,7 +2,7 @@
 //! The lease comes as a Bearer token, or as the browser cookie plus `X-CSRF-Token`.
 
 use actix_web::http::header;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -12,8 +12,8 @@ use linklease_lease::submission::SubmissionRequest;
 use linklease_lease::token::Scope;
 
 use crate::body::JsonBody;
-use crate::error::{ApiError, Problem};
-use crate::lease_auth::LeaseHolder;
+use crate::error::{ApiError, Code, Problem};
+use crate::lease_auth::{LeaseHolder, Presented};
 use crate::lease_ops;
 use crate::routes::exchange::LeaseToken;
 use crate::routes::resource;
@@ -102,13 +102,34 @@ pub async fn get(
         (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn submit(
     state: web::Data<AppState>,
-    holder: LeaseHolder,
+    holder: Result<LeaseHolder, ApiError>,
+    req: HttpRequest,
     JsonBody(body): JsonBody<SubmissionRequest, SUBMISSION_BODY_LIMIT>,
 ) -> Result<HttpResponse, ApiError> {
-    let accepted = run(&state, move |state| {
-        lease_ops::submit(state, &holder, &body)
-    })
-    .await?;
+    let accepted = match holder {
+        Ok(holder) => {
+            run(&state, move |state| {
+                lease_ops::submit(state, &holder, &body)
+            })
+            .await?
+        }
+        // The grant was used up (or the lease ended with it): a retry of the submission that
+        // did it still gets its first answer.
+        Err(e)
+            if matches!(e.code, Code::GrantUsed | Code::LeaseInvalid)
+                && body.idempotency_key.is_some() =>
+        {
+            let Some(presented) = Presented::of(&req) else {
+                return Err(e);
+            };
+            let replayed = run(&state, move |state| {
+                Ok(lease_ops::replay_after_end(state, &presented, &body))
+            })
+            .await?;
+            replayed.ok_or(e)??
+        }
+        Err(e) => return Err(e),
+    };
     Ok(HttpResponse::Created().json(SubmissionAccepted {
         id: accepted.submission.id,
         grant_status: accepted.grant_status,

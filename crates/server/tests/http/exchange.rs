@@ -102,7 +102,19 @@ fn partner_exchange_to_submission(s: &TestServer) {
         Some(&json!({"fields": {"result_ack": true}, "creates": [{"name": "Ana"}], "idempotency_key": "k1"})),
     );
     assert_eq!(submitted.status, 201, "{}", submitted.text);
-    assert_eq!(submitted.json()["grant_status"], "used");
+    let first = submitted.json();
+    assert_eq!(first["grant_status"], "used");
+
+    // A retry of the final submission (its answer was lost) gets the first answer; the same key
+    // with another body is a conflict; no use is taken either way.
+    let body = json!({"fields": {"result_ack": true}, "creates": [{"name": "Ana"}], "idempotency_key": "k1"});
+    let again = s.lease_call("POST", "/v1/lease/submissions", lease, Some(&body));
+    assert_eq!(again.status, 201, "{}", again.text);
+    assert_eq!(again.json()["id"], first["id"]);
+    let mut other = body.clone();
+    other["fields"]["result_ack"] = json!(false);
+    s.lease_call("POST", "/v1/lease/submissions", lease, Some(&other))
+        .problem(409, "idempotency_conflict");
 
     // The last use ends the grant's leases at once.
     s.lease_call("GET", "/v1/lease", lease, None)
