@@ -273,8 +273,15 @@ fn carry_out(
     };
     let mut send = None;
     let (grant_state, lease) = state.store.write(|c| {
+        // Decide on the grant's state as of now, under its row lock: concurrent guesses queue
+        // here, and once one of them locks the grant every later one is refused, right or
+        // wrong, before anything is applied.
+        let mut grant_state = grants::lock_state(c, grant.id)?;
+        match grant_state.status(grant.expires_at, grant.max_uses, now) {
+            GrantStatus::Active => {}
+            status => return Err(StoreError::GrantNotActive(status)),
+        }
         flows::save(c, &flow, version)?;
-        let mut grant_state = record.state.clone();
         let mut lease = None;
         for effect in &effects {
             let (kind, detail) = match *effect {

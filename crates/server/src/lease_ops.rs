@@ -129,7 +129,17 @@ pub fn submit(
         if let Some(create) = &grant.permissions.create
             && let Err(left) = grants::take_creates(c, grant.id, record.creates, create.max)?
         {
-            return Ok(Err(submission_error(SubmissionError::CreateLimit { left })));
+            let err = submission_error(SubmissionError::CreateLimit { left });
+            audit::append(
+                c,
+                &event(
+                    holder,
+                    AuditKind::SubmissionRejected,
+                    serde_json::json!({ "code": err.code.as_str(), "fields": ["creates"] }),
+                    now,
+                ),
+            )?;
+            return Ok(Err(err));
         }
         let uses = grants::take_use(c, grant, &holder.actor(), now)?;
         submissions::insert(c, &record)?;

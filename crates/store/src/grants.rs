@@ -243,6 +243,19 @@ fn record(conn: &mut DbConn, (row, state): GrantAndState) -> Result<GrantRecord,
     })
 }
 
+/// Locks the grant's state row for the rest of the transaction and returns it fresh: a
+/// no-op update takes the row lock on PostgreSQL (concurrent steps on one grant then queue, each
+/// seeing the one before committed); SQLite's `BEGIN IMMEDIATE` already serialises writers.
+/// Call first in a transaction that decides on the grant's status.
+pub fn lock_state(conn: &mut DbConn, grant: GrantId) -> Result<GrantState, StoreError> {
+    let id = grant.to_string();
+    let target = grant_state::table.filter(grant_state::grant_id.eq(&id));
+    diesel::update(target)
+        .set(grant_state::uses.eq(grant_state::uses))
+        .execute(conn)?;
+    target.select(StateRow::as_select()).first(conn)?.try_into()
+}
+
 /// A failed attempt to count against a grant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
@@ -253,7 +266,8 @@ pub enum Failure {
 }
 
 /// Counts one failure on `grant` and locks it (recording `grant.locked`) when the counts reach
-/// the limits. Returns the grant's facts after the change. Call inside a write transaction.
+/// the limits; a locked grant counts nothing more. Returns the grant's facts after the change.
+/// Call inside a write transaction, after [`lock_state`].
 pub fn count_failure(
     conn: &mut DbConn,
     grant: &Grant,
@@ -263,11 +277,12 @@ pub fn count_failure(
 ) -> Result<GrantState, StoreError> {
     let id = grant.id.to_string();
     let target = grant_state::table.filter(grant_state::grant_id.eq(&id));
+    let unlocked = target.filter(grant_state::locked_at.is_null());
     match failure {
-        Failure::Factor => diesel::update(target)
+        Failure::Factor => diesel::update(unlocked)
             .set(grant_state::factor_failures.eq(grant_state::factor_failures + 1))
             .execute(conn)?,
-        Failure::Otp => diesel::update(target)
+        Failure::Otp => diesel::update(unlocked)
             .set(grant_state::otp_failures.eq(grant_state::otp_failures + 1))
             .execute(conn)?,
     };

@@ -4,6 +4,8 @@
 
 mod harness;
 
+mod attacks;
+mod browser;
 mod exchange;
 mod grants;
 mod ops;
