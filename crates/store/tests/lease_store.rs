@@ -504,9 +504,9 @@ fn count_failure_locks_at_the_limits(db: &TestDb) {
     assert_eq!(record.state, s, "returned facts are the stored ones");
     assert_eq!(record.status(lock_time), GrantStatus::Locked);
     assert_eq!(count_kind(db, by_factor.id, "grant.locked"), 1);
-    // Later failures still count, but the lock time stays and nothing more is recorded.
+    // A locked grant counts nothing more: the lock time stays and nothing more is recorded.
     let s = fail(&by_factor, Failure::Otp, lock_time + Duration::minutes(1));
-    assert_eq!((s.factor_failures, s.otp_failures), (5, 1));
+    assert_eq!((s.factor_failures, s.otp_failures), (5, 0));
     assert_eq!(s.locked_at, Some(lock_time));
     assert_eq!(count_kind(db, by_factor.id, "grant.locked"), 1);
 
