@@ -82,9 +82,9 @@ fn post(agent: &ureq::Agent, url: &str, auth: &str, body: &Value) -> (u16, Value
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-fn two_instances_take_the_last_use_exactly_once(db: &TestDb) {
-    let data = tempfile::tempdir().unwrap();
-    let dir = data.path();
+/// An operator's set-up: tenant `clinic`, an API key with every grant and submission scope,
+/// and a partner client allowed from loopback. Returns the two `Authorization` values.
+fn operator_setup(db: &TestDb, dir: &std::path::Path) -> (String, String) {
     json_of(linklease(db, dir).args(["tenant", "create", "clinic", "--json"]));
     let key = json_of(linklease(db, dir).args([
         "apikey",
@@ -95,7 +95,6 @@ fn two_instances_take_the_last_use_exactly_once(db: &TestDb) {
         "grants:write,grants:read,submissions:read",
         "--json",
     ]));
-    let key = format!("Bearer {}", key["key"].as_str().unwrap());
     let client = json_of(linklease(db, dir).args([
         "client",
         "create",
@@ -107,18 +106,25 @@ fn two_instances_take_the_last_use_exactly_once(db: &TestDb) {
         "127.0.0.0/8",
         "--json",
     ]));
-    let basic = {
-        use base64::Engine as _;
-        let pair = format!(
-            "{}:{}",
-            client["client_id"].as_str().unwrap(),
-            client["client_secret"].as_str().unwrap()
-        );
+    let pair = format!(
+        "{}:{}",
+        client["client_id"].as_str().unwrap(),
+        client["client_secret"].as_str().unwrap()
+    );
+    use base64::Engine as _;
+    (
+        format!("Bearer {}", key["key"].as_str().unwrap()),
         format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(pair)
-        )
-    };
+        ),
+    )
+}
+
+fn two_instances_take_the_last_use_exactly_once(db: &TestDb) {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path();
+    let (key, basic) = operator_setup(db, dir);
 
     let instances = [serve(db, dir), serve(db, dir)];
     let agent = new_agent();
@@ -236,40 +242,7 @@ fn get_lease(agent: &ureq::Agent, url: &str, lease: &str) -> u16 {
 fn rotation_reaches_every_instance(db: &TestDb) {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path();
-    json_of(linklease(db, dir).args(["tenant", "create", "clinic", "--json"]));
-    let key = json_of(linklease(db, dir).args([
-        "apikey",
-        "create",
-        "--tenant",
-        "clinic",
-        "--scopes",
-        "grants:write",
-        "--json",
-    ]));
-    let key = format!("Bearer {}", key["key"].as_str().unwrap());
-    let client = json_of(linklease(db, dir).args([
-        "client",
-        "create",
-        "--tenant",
-        "clinic",
-        "--name",
-        "p",
-        "--allow-ip",
-        "127.0.0.1",
-        "--json",
-    ]));
-    let basic = {
-        use base64::Engine as _;
-        let pair = format!(
-            "{}:{}",
-            client["client_id"].as_str().unwrap(),
-            client["client_secret"].as_str().unwrap()
-        );
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(pair)
-        )
-    };
+    let (key, basic) = operator_setup(db, dir);
     let agent = new_agent();
     let first = serve(db, dir);
     let lease_on = |url: &str| -> String {

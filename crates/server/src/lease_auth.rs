@@ -115,6 +115,9 @@ pub struct Presented {
     /// Whether it came as the browser cookie (then the CSRF header is required).
     pub from_cookie: bool,
     csrf: Option<String>,
+    /// For the HTML pages: a GET needs no token, and each form carries its own (checked by
+    /// the page), so the header is not asked for.
+    page: bool,
 }
 
 impl Presented {
@@ -133,12 +136,19 @@ impl Presented {
             token,
             from_cookie,
             csrf,
+            page: false,
         })
+    }
+
+    /// The same lease, for an HTML page that checks its forms' CSRF field itself.
+    pub fn for_page(self) -> Self {
+        Self { page: true, ..self }
     }
 
     /// A cookie needs the lease's CSRF token in `X-CSRF-Token`.
     pub fn check_csrf(&self, state: &AppState, lease: LeaseId) -> Result<(), ApiError> {
         if !self.from_cookie
+            || self.page
             || self
                 .csrf
                 .as_deref()
@@ -172,12 +182,15 @@ pub fn verify_token(state: &AppState, token: &str) -> Result<LeaseClaims, ApiErr
     })
 }
 
-/// Checks a presented lease token fully: signature, lease row, grant status, address. Blocks.
+/// Checks a presented lease fully: signature, lease row, grant status, addresses, the partner
+/// client, and the CSRF header of a cookie. Blocks.
 pub fn authorize(
     state: &AppState,
-    token: &str,
+    presented: &Presented,
     ip: Option<IpAddr>,
-) -> Result<(LeaseClaims, LeaseRecord, GrantRecord), ApiError> {
+    user_agent: Option<String>,
+) -> Result<LeaseHolder, ApiError> {
+    let token = presented.token.as_str();
     let claims = verify_token(state, token)?;
     let now = micros::truncate(state.clock.now());
     let (lease, grant) = state
@@ -223,7 +236,15 @@ pub fn authorize(
             ));
         }
     }
-    Ok((claims, lease, grant))
+    presented.check_csrf(state, lease.id)?;
+    Ok(LeaseHolder {
+        claims,
+        lease,
+        grant,
+        ip,
+        user_agent,
+        from_cookie: presented.from_cookie,
+    })
 }
 
 impl FromRequest for LeaseHolder {
@@ -241,20 +262,11 @@ impl FromRequest for LeaseHolder {
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
             let presented = presented.ok_or_else(lease_invalid)?;
             let checked = state.clone();
-            let token = presented.token.clone();
-            let (claims, lease, grant) =
-                blocking(&state, move |_| Ok(authorize(&checked, &token, ip)))
-                    .await
-                    .map_err(ApiError::from)??;
-            presented.check_csrf(&state, lease.id)?;
-            Ok(LeaseHolder {
-                claims,
-                lease,
-                grant,
-                ip,
-                user_agent,
-                from_cookie: presented.from_cookie,
+            blocking(&state, move |_| {
+                Ok(authorize(&checked, &presented, ip, user_agent))
             })
+            .await
+            .map_err(ApiError::from)?
         })
     }
 }

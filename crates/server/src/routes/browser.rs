@@ -25,7 +25,7 @@ use linklease_store::grants;
 use crate::client_ip::{client_ip, user_agent};
 use crate::error::{ApiError, Code};
 use crate::exchange::{self, Next, Visitor};
-use crate::lease_auth::{self, LeaseHolder, csrf_matches, request_cookie};
+use crate::lease_auth::{self, LeaseHolder, Presented, csrf_matches, request_cookie};
 use crate::lease_ops;
 use crate::routes::resource;
 use crate::{AppState, run};
@@ -429,20 +429,15 @@ async fn browser_lease(
     state: &web::Data<AppState>,
     req: &HttpRequest,
 ) -> Result<LeaseHolder, ApiError> {
-    let token = request_cookie(req, LEASE_COOKIE)
-        .ok_or_else(|| ApiError::new(Code::LeaseInvalid, "no lease"))?;
+    // The page's own form fields carry the CSRF token; the cookie alone is read here.
+    let presented = Presented::of(req)
+        .filter(|p| p.from_cookie)
+        .ok_or_else(|| ApiError::new(Code::LeaseInvalid, "no lease"))?
+        .for_page();
     let ip = ip(state, req);
     let user_agent = user_agent(req);
     run(state, move |state| {
-        let (claims, lease, grant) = lease_auth::authorize(state, &token, ip)?;
-        Ok(LeaseHolder {
-            claims,
-            lease,
-            grant,
-            ip,
-            user_agent,
-            from_cookie: true,
-        })
+        lease_auth::authorize(state, &presented, ip, user_agent)
     })
     .await
 }
