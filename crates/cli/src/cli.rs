@@ -44,6 +44,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the broker (migrates first).
     Serve(ServeArgs),
+    /// Run the broker with a demo tenant, API key and grant, printing the link to open.
+    Demo(ServeArgs),
     /// Apply pending database migrations.
     Migrate,
     /// Manage tenants.

@@ -50,7 +50,14 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         ..PoolOptions::default()
     };
     match cli.command {
-        Command::Serve(args) => serve(&cli.database_url, &cli.data_dir, &pool, args),
+        Command::Serve(args) => serve(&cli.database_url, &cli.data_dir, &pool, args, None),
+        Command::Demo(args) => serve(
+            &cli.database_url,
+            &cli.data_dir,
+            &pool,
+            args,
+            Some(demo),
+        ),
         Command::Migrate => {
             let applied = linklease_store::migrate::run_pending(
                 &linklease_store::Backend::from_url(&cli.database_url)?,
@@ -284,8 +291,44 @@ fn admin(store: &Store, keys: &SecretKeys, command: Command) -> Result<(), Failu
                 format!("new lease-signing key {kid}; servers use it within 30 s")
             });
         }
-        Command::Serve(_) | Command::Migrate => {}
+        Command::Serve(_) | Command::Demo(_) | Command::Migrate => {}
     }
+    Ok(())
+}
+
+/// Prepares something on the database once the public URL is known (the demo's grant).
+type OnReady = fn(&Store, &SecretKeys, &str) -> Result<(), Failure>;
+
+/// The demo grant: the README's example, readable, writable, with a date of birth and a code.
+const DEMO_GRANT: &str = include_str!("../../../examples/grant.json");
+
+/// `demo`: a tenant `demo`, a fresh API key and the example grant, printed with its link.
+fn demo(store: &Store, keys: &SecretKeys, url: &str) -> Result<(), Failure> {
+    let rng = SystemRandom::new();
+    let tenant = match store.read(|c| tenants::resolve(c, "demo")) {
+        Ok(t) => t,
+        Err(StoreError::NotFound) => store.write(|c| tenants::create(c, "demo", now(), &rng))?,
+        Err(e) => return Err(e.into()),
+    };
+    let scopes = Scope::ALL.iter().copied().collect();
+    let (key, secret) =
+        store.write(|c| api_keys::create(c, keys, tenant.id, &scopes, now(), &rng))?;
+    let request: linklease_grant::GrantRequest =
+        serde_json::from_str(DEMO_GRANT).map_err(|e| fail(format!("demo grant: {e}")))?;
+    let issuer = linklease_grant::Issuer {
+        tenant: tenant.id,
+        api_key: key.id,
+    };
+    let issued = request
+        .issue(issuer, now(), keys, &rng)
+        .map_err(|e| fail(format!("demo grant: {e:?}")))?;
+    store.write(|c| {
+        linklease_store::grants::insert(c, &issued.grant, &Actor::operator())
+    })?;
+    println!("demo tenant: demo");
+    println!("API key (all scopes): {}", secret.expose());
+    println!("link: {url}/l/{}", issued.token.expose());
+    println!("date of birth: 1984-03-02; the one-time code is printed here when it is sent");
     Ok(())
 }
 
@@ -294,6 +337,7 @@ fn serve(
     data_dir: &std::path::Path,
     pool: &PoolOptions,
     args: ServeArgs,
+    on_ready: Option<OnReady>,
 ) -> Result<(), Failure> {
     let trust_proxy = blocks_of(&args.trust_proxy)
         .map_err(|e| fail(e.0.replace("--allow-ip", "--trust-proxy")))?;
@@ -327,6 +371,9 @@ fn serve(
             ..provisional
         };
         let url = config.public_url.clone();
+        if let Some(prepare) = on_ready {
+            prepare(&store, &keys, &url)?;
+        }
         let state = AppState::new(store, keys, config, Clock::system())
             .with_courier(courier)
             .with_rate_limit(args.rate_limit);

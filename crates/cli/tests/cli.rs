@@ -307,3 +307,55 @@ fn bad_urls_fail_clearly_without_echoing_passwords() {
 }
 
 backend_tests!(operator_verbs_work_and_print_json);
+
+#[test]
+fn demo_prints_a_link_that_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_linklease"))
+        .args(["demo", "--bind", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut link = None;
+    let mut key = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("link: ") {
+            link = Some(rest.to_owned());
+        }
+        if let Some(rest) = line.strip_prefix("API key (all scopes): ") {
+            key = Some(rest.to_owned());
+        }
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    let (link, key) = (link.expect("a link"), key.expect("a key"));
+    assert!(key.starts_with("llk_"));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let opened = agent.get(&link).call().unwrap();
+    let status = opened.status().as_u16();
+    let location = opened
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let listed = agent
+        .get(link.split("/l/").next().unwrap().to_owned() + "/v1/grants")
+        .header("authorization", format!("Bearer {key}"))
+        .call()
+        .unwrap()
+        .status()
+        .as_u16();
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!((status, location.as_deref()), (303, Some("/flow")));
+    assert_eq!(listed, 200);
+}
