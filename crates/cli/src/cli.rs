@@ -104,6 +104,56 @@ pub struct ServeArgs {
     /// Requests per minute per client address on /l/, /flow and /v1/exchange.
     #[arg(long, env = "LINKLEASE_RATE_LIMIT", default_value_t = 60)]
     pub rate_limit: u32,
+    /// Limits of spec §6: each may be made stricter, never looser.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Spec §6 limits. The defaults are the spec's values and also the loosest allowed.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Minutes a flow (link visit to lease) lives: 1-15.
+    #[arg(long, env = "LINKLEASE_FLOW_TTL_MINUTES", default_value_t = 15)]
+    pub flow_ttl_minutes: i64,
+    /// Minutes a one-time code is valid: 1-10.
+    #[arg(long, env = "LINKLEASE_OTP_TTL_MINUTES", default_value_t = 10)]
+    pub otp_ttl_minutes: i64,
+    /// Wrong tries per code before the flow dies: 1-5.
+    #[arg(long, env = "LINKLEASE_OTP_TRIES", default_value_t = 5)]
+    pub otp_tries: u32,
+    /// Codes sent per flow: 1-3.
+    #[arg(long, env = "LINKLEASE_OTP_SENDS", default_value_t = 3)]
+    pub otp_sends: u32,
+    /// Seconds between two sends of one flow: 30-300.
+    #[arg(long, env = "LINKLEASE_OTP_RESEND_SECONDS", default_value_t = 30)]
+    pub otp_resend_seconds: i64,
+    /// Wrong factors per grant (all flows) that lock it: 1-5.
+    #[arg(long, env = "LINKLEASE_FACTOR_FAILURES_TO_LOCK", default_value_t = 5)]
+    pub factor_failures_to_lock: u32,
+    /// Wrong factors and codes together per grant that lock it: up to 10.
+    #[arg(long, env = "LINKLEASE_FAILURES_TO_LOCK", default_value_t = 10)]
+    pub failures_to_lock: u32,
+    /// Minutes a lease lives at most after issue, refreshes included: 1-60.
+    #[arg(long, env = "LINKLEASE_LEASE_MAX_MINUTES", default_value_t = 60)]
+    pub lease_max_minutes: i64,
+}
+
+impl LimitArgs {
+    /// The limits, checked against the hard caps.
+    pub fn limits(&self) -> Result<linklease_lease::FlowLimits, &'static str> {
+        use time::Duration;
+        let limits = linklease_lease::FlowLimits {
+            flow_ttl: Duration::minutes(self.flow_ttl_minutes),
+            otp_ttl: Duration::minutes(self.otp_ttl_minutes),
+            otp_tries: self.otp_tries,
+            otp_sends: self.otp_sends,
+            otp_resend_interval: Duration::seconds(self.otp_resend_seconds),
+            factor_failures_to_lock: self.factor_failures_to_lock,
+            all_failures_to_lock: self.failures_to_lock,
+            lease_absolute: Duration::minutes(self.lease_max_minutes),
+        };
+        limits.check().map(|()| limits)
+    }
 }
 
 /// Output as one JSON object.

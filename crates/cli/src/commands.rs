@@ -339,6 +339,10 @@ fn serve(
     args: ServeArgs,
     on_ready: Option<OnReady>,
 ) -> Result<(), Failure> {
+    let limits = args
+        .limits
+        .limits()
+        .map_err(|e| fail(format!("limits: {e}")))?;
     let trust_proxy = blocks_of(&args.trust_proxy)
         .map_err(|e| fail(e.0.replace("--allow-ip", "--trust-proxy")))?;
     let courier = linklease_courier::from_spec(
@@ -376,7 +380,8 @@ fn serve(
         }
         let state = AppState::new(store, keys, config, Clock::system())
             .with_courier(courier)
-            .with_rate_limit(args.rate_limit);
+            .with_rate_limit(args.rate_limit)
+            .with_limits(limits);
         let running = linklease_server::start_on(state, listener, workers)?;
         println!(
             "linklease {} listening on http://{addr} ({backend}); links use {url}",

@@ -359,3 +359,31 @@ fn demo_prints_a_link_that_opens() {
     assert_eq!((status, location.as_deref()), (303, Some("/flow")));
     assert_eq!(listed, 200);
 }
+
+#[test]
+fn limits_may_be_stricter_never_looser() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, value, message) in [
+        ("--otp-tries", "6", "otp_tries must be between 1 and 5"),
+        (
+            "--flow-ttl-minutes",
+            "16",
+            "flow_ttl must be between 1 and 15 minutes",
+        ),
+        (
+            "--lease-max-minutes",
+            "61",
+            "lease_absolute must be between 1 and 60 minutes",
+        ),
+        ("--otp-resend-seconds", "10", "otp_resend_interval"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_linklease"))
+            .args(["serve", "--bind", "127.0.0.1:0", flag, value])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{flag}: {stderr}");
+    }
+}

@@ -96,6 +96,14 @@ impl AppState {
         Self { courier, ..self }
     }
 
+    /// The same state under `limits` (checked by the caller with `FlowLimits::check`).
+    pub fn with_limits(self, limits: FlowLimits) -> Self {
+        Self {
+            limits: Arc::new(limits),
+            ..self
+        }
+    }
+
     /// The same state allowing `per_minute` requests per address on the consumer routes.
     pub fn with_rate_limit(self, per_minute: u32) -> Self {
         Self {
