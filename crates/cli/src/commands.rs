@@ -51,13 +51,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     };
     match cli.command {
         Command::Serve(args) => serve(&cli.database_url, &cli.data_dir, &pool, args, None),
-        Command::Demo(args) => serve(
-            &cli.database_url,
-            &cli.data_dir,
-            &pool,
-            args,
-            Some(demo),
-        ),
+        Command::Demo(args) => serve(&cli.database_url, &cli.data_dir, &pool, args, Some(demo)),
         Command::Migrate => {
             let applied = linklease_store::migrate::run_pending(
                 &linklease_store::Backend::from_url(&cli.database_url)?,
@@ -322,9 +316,7 @@ fn demo(store: &Store, keys: &SecretKeys, url: &str) -> Result<(), Failure> {
     let issued = request
         .issue(issuer, now(), keys, &rng)
         .map_err(|e| fail(format!("demo grant: {e:?}")))?;
-    store.write(|c| {
-        linklease_store::grants::insert(c, &issued.grant, &Actor::operator())
-    })?;
+    store.write(|c| linklease_store::grants::insert(c, &issued.grant, &Actor::operator()))?;
     println!("demo tenant: demo");
     println!("API key (all scopes): {}", secret.expose());
     println!("link: {url}/l/{}", issued.token.expose());
