@@ -232,11 +232,7 @@ impl ChainVerifier {
         if event.expected_hash() != event.hash {
             return Err(Tamper::Edited { seq: event.seq });
         }
-        let (last_pos, last_hash) = self
-            .last
-            .get(&event.chain)
-            .copied()
-            .unwrap_or((0, GENESIS));
+        let (last_pos, last_hash) = self.last.get(&event.chain).copied().unwrap_or((0, GENESIS));
         if event.chain_seq != last_pos + 1 || event.prev_hash != last_hash {
             return Err(Tamper::Broken {
                 seq: event.seq,
@@ -263,11 +259,7 @@ impl ChainVerifier {
     /// must have been passed.
     pub fn finish(&self, heads: &[Head]) -> Result<(), Tamper> {
         for head in heads {
-            let (pos, hash) = self
-                .last
-                .get(&head.chain)
-                .copied()
-                .unwrap_or((0, GENESIS));
+            let (pos, hash) = self.last.get(&head.chain).copied().unwrap_or((0, GENESIS));
             if pos < head.chain_seq {
                 return Err(Tamper::Truncated {
                     chain: head.chain.clone(),

@@ -1,6 +1,6 @@
 //! Audit events: appended in the same transaction as the change they record, so a change that
-//! cannot be recorded does not happen. The tamper-evident chain (`prev_hash`, `hash`) is added
-//! by the audit chain on top of this table.
+//! cannot be recorded does not happen, and chained: each event hashes its fields and the previous
+//! event of its tenant's chain (`linklease_audit`). See `docs/AUDIT.md`.
 
 use diesel::prelude::*;
 use serde::Serialize;
@@ -8,7 +8,11 @@ use time::OffsetDateTime;
 
 use linklease_grant::{GrantId, LeaseId, TenantId, micros};
 
-use crate::schema::audit_events;
+use linklease_audit::{
+    ChainVerifier, EventRecord, GENESIS, Head, PublicKey, SYSTEM_CHAIN, Tamper, event_hash,
+};
+
+use crate::schema::{audit_events, audit_heads};
 use crate::{DbConn, StoreError};
 
 /// What happened. The names are the stable strings of the product contract.
@@ -137,24 +141,89 @@ struct EventRow<'a> {
     actor_ip: Option<&'a str>,
     actor_user_agent: Option<&'a str>,
     detail: String,
+    chain: &'a str,
+    chain_seq: i64,
+    prev_hash: &'a [u8],
+    hash: &'a [u8],
 }
 
-/// Appends `event`. Call it inside the transaction that makes the change.
+/// Creates the (empty) chain of a new tenant. Call in the tenant's creating transaction.
+pub(crate) fn start_chain(conn: &mut DbConn, chain: &str) -> Result<(), StoreError> {
+    diesel::insert_into(audit_heads::table)
+        .values((
+            audit_heads::chain.eq(chain),
+            audit_heads::chain_seq.eq(0),
+            audit_heads::hash.eq(&GENESIS[..]),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Appends `event` to its tenant's chain (or the system chain). Call it inside the transaction
+/// that makes the change. The chain's head row is locked first, so appends to one chain are
+/// serialised while other chains proceed.
 pub fn append(conn: &mut DbConn, event: &NewEvent) -> Result<(), StoreError> {
+    let tenant = event.tenant.map(|t| t.to_string());
+    let chain = tenant.as_deref().unwrap_or(SYSTEM_CHAIN);
+    let head = audit_heads::table.filter(audit_heads::chain.eq(chain));
+    let locked = diesel::update(head)
+        .set(audit_heads::chain_seq.eq(audit_heads::chain_seq))
+        .execute(conn)?;
+    if locked == 0 {
+        // A tenant created before the chain existed: its chain starts now.
+        start_chain(conn, chain)?;
+    }
+    let (last_seq, last_hash): (i64, Vec<u8>) = head
+        .select((audit_heads::chain_seq, audit_heads::hash))
+        .first(conn)?;
+    let prev: [u8; 32] = last_hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("audit head of {chain}")))?;
+    let at = micros::to_micros(event.at);
+    let grant = event.grant.map(|g| g.to_string());
+    let lease = event.lease.map(|l| l.to_string());
+    let detail = event.detail.to_string();
+    let chain_seq = last_seq + 1;
+    let hash = event_hash(
+        chain,
+        chain_seq,
+        at,
+        [tenant.as_deref(), grant.as_deref(), lease.as_deref()],
+        event.kind.as_str(),
+        [
+            Some(event.actor.kind),
+            event.actor.id.as_deref(),
+            event.actor.ip.as_deref(),
+            event.actor.user_agent.as_deref(),
+        ],
+        &detail,
+        &prev,
+    );
     let row = EventRow {
-        at: micros::to_micros(event.at),
-        tenant_id: event.tenant.map(|t| t.to_string()),
-        grant_id: event.grant.map(|g| g.to_string()),
-        lease_id: event.lease.map(|l| l.to_string()),
+        at,
+        tenant_id: tenant.clone(),
+        grant_id: grant,
+        lease_id: lease,
         kind: event.kind.as_str(),
         actor_kind: event.actor.kind,
         actor_id: event.actor.id.as_deref(),
         actor_ip: event.actor.ip.as_deref(),
         actor_user_agent: event.actor.user_agent.as_deref(),
-        detail: event.detail.to_string(),
+        detail,
+        chain,
+        chain_seq,
+        prev_hash: &prev,
+        hash: &hash,
     };
     diesel::insert_into(audit_events::table)
         .values(&row)
+        .execute(conn)?;
+    diesel::update(head)
+        .set((
+            audit_heads::chain_seq.eq(chain_seq),
+            audit_heads::hash.eq(&hash[..]),
+        ))
         .execute(conn)?;
     Ok(())
 }
@@ -185,9 +254,41 @@ pub struct Event {
     pub actor_user_agent: Option<String>,
     /// JSON detail.
     pub detail: String,
+    /// Hash of the previous event of the chain.
+    pub prev_hash: Option<Vec<u8>>,
+    /// This event's hash.
+    pub hash: Option<Vec<u8>>,
+    /// The chain (tenant id or `system`); `None` for events older than the chain.
+    pub chain: Option<String>,
+    /// Position in the chain.
+    pub chain_seq: Option<i64>,
 }
 
-/// Every event of one grant, oldest first.
+impl Event {
+    /// The event as the audit domain sees it; `None` for events older than the chain, and for
+    /// rows whose chain fields were mangled (verification then fails on the link).
+    pub fn record(&self) -> Option<EventRecord> {
+        Some(EventRecord {
+            seq: self.seq,
+            chain: self.chain.clone()?,
+            chain_seq: self.chain_seq?,
+            at: self.at,
+            tenant: self.tenant_id.clone(),
+            grant: self.grant_id.clone(),
+            lease: self.lease_id.clone(),
+            kind: self.kind.clone(),
+            actor_kind: self.actor_kind.clone(),
+            actor_id: self.actor_id.clone(),
+            actor_ip: self.actor_ip.clone(),
+            actor_user_agent: self.actor_user_agent.clone(),
+            detail: self.detail.clone(),
+            prev_hash: self.prev_hash.as_deref()?.try_into().ok()?,
+            hash: self.hash.as_deref()?.try_into().ok()?,
+        })
+    }
+}
+
+/// Every event of one grant and of its leases, oldest first.
 pub fn for_grant(conn: &mut DbConn, grant: GrantId) -> Result<Vec<Event>, StoreError> {
     Ok(audit_events::table
         .filter(audit_events::grant_id.eq(grant.to_string()))
@@ -196,10 +297,158 @@ pub fn for_grant(conn: &mut DbConn, grant: GrantId) -> Result<Vec<Event>, StoreE
         .load(conn)?)
 }
 
-/// Every event, oldest first (operators and tests; the auditor API pages through this).
+/// Every event, oldest first (operators and tests; the auditor API pages through [`page`]).
 pub fn all(conn: &mut DbConn) -> Result<Vec<Event>, StoreError> {
     Ok(audit_events::table
         .order(audit_events::seq.asc())
         .select(Event::as_select())
         .load(conn)?)
+}
+
+/// Up to `limit` events after `after` (a `seq`), oldest first: of one tenant, or of every chain.
+pub fn page(
+    conn: &mut DbConn,
+    tenant: Option<TenantId>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Event>, StoreError> {
+    let mut query = audit_events::table
+        .filter(audit_events::seq.gt(after))
+        .order(audit_events::seq.asc())
+        .limit(limit)
+        .select(Event::as_select())
+        .into_boxed();
+    if let Some(tenant) = tenant {
+        query = query.filter(audit_events::tenant_id.eq(tenant.to_string()));
+    }
+    Ok(query.load(conn)?)
+}
+
+/// Events of one tenant (or all) with `from <= at < to` (microseconds), oldest first, and each
+/// chain's head just before the first of them: what an export bundle holds.
+pub fn window(
+    conn: &mut DbConn,
+    tenant: Option<TenantId>,
+    from: Option<i64>,
+    to: Option<i64>,
+) -> Result<(Vec<Head>, Vec<EventRecord>), StoreError> {
+    let mut query = audit_events::table
+        .filter(audit_events::chain.is_not_null())
+        .order(audit_events::seq.asc())
+        .select(Event::as_select())
+        .into_boxed();
+    if let Some(tenant) = tenant {
+        query = query.filter(audit_events::tenant_id.eq(tenant.to_string()));
+    }
+    if let Some(from) = from {
+        query = query.filter(audit_events::at.ge(from));
+    }
+    if let Some(to) = to {
+        query = query.filter(audit_events::at.lt(to));
+    }
+    let events: Vec<EventRecord> = query
+        .load::<Event>(conn)?
+        .iter()
+        .map(|e| {
+            e.record()
+                .ok_or_else(|| StoreError::Corrupt(format!("audit event {} chain fields", e.seq)))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut starts: Vec<Head> = Vec::new();
+    for e in &events {
+        if !starts.iter().any(|h| h.chain == e.chain) {
+            starts.push(Head {
+                chain: e.chain.clone(),
+                chain_seq: e.chain_seq - 1,
+                hash: e.prev_hash,
+            });
+        }
+    }
+    Ok((starts, events))
+}
+
+/// The recorded head of every chain.
+pub fn heads(conn: &mut DbConn) -> Result<Vec<Head>, StoreError> {
+    let rows: Vec<(String, i64, Vec<u8>)> = audit_heads::table
+        .select((
+            audit_heads::chain,
+            audit_heads::chain_seq,
+            audit_heads::hash,
+        ))
+        .order(audit_heads::chain.asc())
+        .load(conn)?;
+    rows.into_iter()
+        .map(|(chain, chain_seq, hash)| {
+            let hash = hash
+                .as_slice()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt(format!("audit head of {chain}")))?;
+            Ok(Head {
+                chain,
+                chain_seq,
+                hash,
+            })
+        })
+        .collect()
+}
+
+/// What a full verification found.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Report {
+    /// Chained events checked.
+    pub events: u64,
+    /// Events older than the chain (not covered).
+    pub unchained: u64,
+    /// Chains.
+    pub chains: usize,
+    /// Signed checkpoints checked.
+    pub checkpoints: usize,
+}
+
+/// How many events verification reads per query.
+const VERIFY_BATCH: i64 = 20_000;
+
+/// Verifies the whole log: every event's hash and link in log order, every chain against its
+/// recorded head, and every signed checkpoint (signature by one of `keys`, and the event it
+/// pins). `Ok(Err(tamper))` names the first bad event.
+pub fn verify(conn: &mut DbConn, keys: &[PublicKey]) -> Result<Result<Report, Tamper>, StoreError> {
+    let mut verifier = ChainVerifier::new();
+    let checkpoints = crate::audit_keys::checkpoints(conn)?;
+    for checkpoint in &checkpoints {
+        if !checkpoint.verify(keys) {
+            return Ok(Err(Tamper::HeadMismatch {
+                chain: checkpoint.head.chain.clone(),
+                chain_seq: checkpoint.head.chain_seq,
+            }));
+        }
+        verifier.pin(checkpoint.head.clone());
+    }
+    let mut after = i64::MIN;
+    let mut unchained = 0;
+    loop {
+        let batch = page(conn, None, after, VERIFY_BATCH)?;
+        let Some(last) = batch.last() else { break };
+        after = last.seq;
+        for event in &batch {
+            match event.record() {
+                Some(record) => {
+                    if let Err(tamper) = verifier.push(&record) {
+                        return Ok(Err(tamper));
+                    }
+                }
+                None if event.chain.is_none() && event.hash.is_none() => unchained += 1,
+                None => return Ok(Err(Tamper::Edited { seq: event.seq })),
+            }
+        }
+    }
+    let heads = heads(conn)?;
+    if let Err(tamper) = verifier.finish(&heads) {
+        return Ok(Err(tamper));
+    }
+    Ok(Ok(Report {
+        events: verifier.count(),
+        unchained,
+        chains: heads.len(),
+        checkpoints: checkpoints.len(),
+    }))
 }

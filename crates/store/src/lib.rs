@@ -2,6 +2,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod audit_keys;
 pub mod clients;
 mod conn;
 mod error;

@@ -158,6 +158,38 @@ diesel::table! {
         detail -> Text,
         prev_hash -> Nullable<Binary>,
         hash -> Nullable<Binary>,
+        chain -> Nullable<Text>,
+        chain_seq -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    audit_heads (chain) {
+        chain -> Text,
+        chain_seq -> BigInt,
+        hash -> Binary,
+    }
+}
+
+diesel::table! {
+    audit_keys (kid) {
+        kid -> Text,
+        created_at -> BigInt,
+        retired_at -> Nullable<BigInt>,
+        public_key -> Binary,
+        sealed_private -> Binary,
+    }
+}
+
+diesel::table! {
+    audit_checkpoints (id) {
+        id -> BigInt,
+        at -> BigInt,
+        chain -> Text,
+        chain_seq -> BigInt,
+        hash -> Binary,
+        kid -> Text,
+        signature -> Binary,
     }
 }
 
@@ -176,4 +208,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     flows,
     leases,
     submissions,
+    audit_heads,
+    audit_keys,
+    audit_checkpoints,
 );

@@ -76,6 +76,7 @@ pub fn create(
     diesel::insert_into(tenants::table)
         .values(&row)
         .execute(conn)?;
+    audit::start_chain(conn, &row.id)?;
     audit::append(
         conn,
         &NewEvent {
