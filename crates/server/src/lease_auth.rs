@@ -28,7 +28,7 @@ use crate::{AppState, blocking};
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// An authenticated lease and its grant, checked against the database for this request.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct LeaseHolder {
     /// The verified claims.
     pub claims: LeaseClaims,

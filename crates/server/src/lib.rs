@@ -12,6 +12,7 @@ pub mod lease_auth;
 pub mod lease_ops;
 pub mod metrics;
 pub mod openapi;
+pub mod pages;
 pub mod partner;
 pub mod rate_limit;
 pub mod routes;

@@ -27,12 +27,14 @@ use crate::error::{ApiError, Code};
 use crate::exchange::{self, Next, Visitor};
 use crate::lease_auth::{self, LeaseHolder, Presented, csrf_matches, request_cookie};
 use crate::lease_ops;
+use crate::pages;
 use crate::routes::resource;
 use crate::{AppState, run};
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::FormConfig::default().limit(128 * 1024))
+        .service(resource(pages::STYLESHEET_PATH).route(web::get().to(stylesheet)))
         .service(resource("/l/{token}").route(web::get().to(visit)))
         .service(resource("/flow").route(web::get().to(flow_page)))
         .service(resource("/flow/factor").route(web::post().to(factor)))
@@ -51,35 +53,23 @@ fn field<'a>(form: &'a Form, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// HTML-escapes text for element content and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// The CSP of every HTML page: only linklease's own stylesheet, no script at all.
+const PAGE_CSP: &str = "default-src 'self'; script-src 'none'; object-src 'none'; \
+    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-fn page(status: StatusCode, title: &str, body: &str) -> HttpResponse {
+fn html(status: StatusCode, markup: maud::Markup) -> HttpResponse {
     HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
-        .insert_header((
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ))
-        .body(format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-             <title>{t} – linklease</title></head><body><main><h1>{t}</h1>{body}</main></body></html>",
-            t = escape(title)
-        ))
+        .insert_header((header::CONTENT_SECURITY_POLICY, PAGE_CSP))
+        .body(markup.into_string())
+}
+
+/// `GET /assets/app.css`.
+pub async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .body(pages::STYLESHEET)
 }
 
 /// The page for an error: its status, a sentence a person understands.
@@ -121,7 +111,7 @@ fn error_page(e: &ApiError) -> HttpResponse {
     } else {
         e.code.status()
     };
-    let mut response = page(status, title, &format!("<p>{}</p>", escape(text)));
+    let mut response = html(status, pages::message(title, text));
     if let Some(seconds) = e.retry_after
         && let Ok(value) = header::HeaderValue::from_str(&seconds.to_string())
     {
@@ -279,29 +269,14 @@ fn render_step(
         return error_page(&ApiError::new(Code::FlowExpired, "flow over"));
     }
     let csrf = flow_csrf(state, flow.id);
-    let hidden = format!("<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">");
-    let alert = error.map_or(String::new(), |e| {
-        let left = e
-            .attempts_left
-            .map_or(String::new(), |n| format!(" Attempts left: {n}."));
-        format!("<p role=\"alert\">{}{left}</p>", escape(&e.detail))
-    });
     let status = error.map_or(StatusCode::OK, |e| e.code.status());
-    let body = match flow.step {
+    let markup = match flow.step {
         Step::Visited => {
-            let input = match grant.factor_kind {
-                FactorKind::None => String::new(),
-                FactorKind::Dob => "<label for=\"factor\">Date of birth</label> \
-                    <input id=\"factor\" name=\"factor\" type=\"date\" required autocomplete=\"bday\">"
-                    .to_owned(),
-                FactorKind::Pin => "<label for=\"factor\">PIN</label> \
-                    <input id=\"factor\" name=\"factor\" inputmode=\"numeric\" required autocomplete=\"off\">"
-                    .to_owned(),
-            };
-            format!(
-                "{alert}<form method=\"post\" action=\"/flow/factor\">{hidden}{input} \
-                 <button type=\"submit\">Continue</button></form>"
-            )
+            let alert = error.map(|e| pages::Alert {
+                message: factor_problem(grant.factor_kind, e),
+                field: (grant.factor_kind != FactorKind::None).then(|| "factor".to_owned()),
+            });
+            pages::factor(grant.factor_kind, &csrf, alert.as_ref())
         }
         Step::FactorPassed | Step::OtpSent => {
             let to = grant
@@ -309,26 +284,53 @@ fn render_step(
                 .as_deref()
                 .map(|to| mask(grant.otp_channel, to))
                 .unwrap_or_default();
-            format!(
-                "{alert}<p>We sent a code to {to}.</p>\
-                 <form method=\"post\" action=\"/flow/otp\">{hidden}\
-                 <label for=\"code\">Code</label> <input id=\"code\" name=\"code\" inputmode=\"numeric\" \
-                 autocomplete=\"one-time-code\" pattern=\"[0-9 ]*\" required> \
-                 <button type=\"submit\">Verify</button></form>\
-                 <form method=\"post\" action=\"/flow/resend\">{hidden}\
-                 <button type=\"submit\">Send a new code</button></form>",
-                to = escape(&to)
-            )
+            let alert = error.map(|e| pages::Alert {
+                message: code_problem(e),
+                field: matches!(e.code, Code::OtpMismatch | Code::OtpExpired)
+                    .then(|| "code".to_owned()),
+            });
+            pages::otp(&to, &csrf, alert.as_ref(), flow.step == Step::OtpSent)
         }
-        Step::Leased | Step::Dead => String::new(),
+        Step::Leased | Step::Dead => return error_page(&ApiError::new(Code::FlowExpired, "over")),
     };
-    let mut response = page(status, "Open your link", &body);
+    let mut response = html(status, markup);
     if let Some(seconds) = error.and_then(|e| e.retry_after)
         && let Ok(value) = header::HeaderValue::from_str(&seconds.to_string())
     {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
+}
+
+/// What to tell a person whose factor was refused.
+fn factor_problem(kind: FactorKind, e: &ApiError) -> String {
+    let what = match kind {
+        FactorKind::Dob => "That date of birth does not match.",
+        FactorKind::Pin => "That PIN does not match.",
+        FactorKind::None => "That did not work.",
+    };
+    match (e.code, e.attempts_left) {
+        (Code::FactorMismatch, Some(left)) => format!("{what} Attempts left: {left}."),
+        (Code::InvalidRequest, _) => "Enter it to continue.".to_owned(),
+        _ => e.detail.clone(),
+    }
+}
+
+/// What to tell a person whose code was refused.
+fn code_problem(e: &ApiError) -> String {
+    match (e.code, e.attempts_left) {
+        (Code::OtpMismatch, Some(left)) => {
+            format!(
+                "That code is not right. Check the digits and try again. Attempts left: {left}."
+            )
+        }
+        (Code::OtpExpired, _) => "That code has expired. Ask for a new one below.".to_owned(),
+        (Code::TooManyRequests, Some(_)) | (Code::TooManyRequests, None) => match e.retry_after {
+            Some(seconds) => format!("Please wait {seconds} seconds before asking for a new code."),
+            None => "No more codes can be sent. Open your link again.".to_owned(),
+        },
+        _ => e.detail.clone(),
+    }
 }
 
 /// Runs one POST step of the flow and answers with the next page.
@@ -448,107 +450,44 @@ pub async fn view(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse 
         Ok(holder) => holder,
         Err(e) => return error_page(&e),
     };
-    let csrf = lease_auth::csrf_token(&state, holder.lease.id);
+    render_view(&state, holder, pages::FormState::default(), StatusCode::OK).await
+}
+
+/// The view page, reading the payload (and recording `payload.read`) when the grant allows it.
+async fn render_view(
+    state: &web::Data<AppState>,
+    holder: LeaseHolder,
+    form: pages::FormState,
+    status: StatusCode,
+) -> HttpResponse {
+    let csrf = lease_auth::csrf_token(state, holder.lease.id);
     let permissions = holder.grant.grant.permissions.clone();
     let payload = if permissions.read {
-        match run(&state, move |state| lease_ops::read_payload(state, &holder)).await {
-            Ok(payload) => payload,
+        match run(state, move |state| lease_ops::read_payload(state, &holder)).await {
+            Ok(payload) => Some(payload),
             Err(e) => return error_page(&e),
         }
     } else {
-        Value::Null
+        None
     };
-    let mut body = String::new();
-    if !payload.is_null() {
-        body.push_str(&render_value(&payload));
-    }
-    if permissions.can_write() {
-        body.push_str(&format!(
-            "<form method=\"post\" action=\"/view/submit\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">"
-        ));
-        for (name, spec) in &permissions.write_fields {
-            body.push_str(&input(&format!("f.{name}"), name, spec));
-        }
-        if let Some(create) = &permissions.create {
-            for i in 0..create.max {
-                body.push_str(&format!(
-                    "<fieldset><legend>{} {}</legend>",
-                    escape(&create.kind),
-                    i + 1
-                ));
-                for (name, spec) in &create.fields {
-                    body.push_str(&input(&format!("c.{i}.{name}"), name, spec));
-                }
-                body.push_str("</fieldset>");
-            }
-        }
-        body.push_str("<button type=\"submit\">Send</button></form>");
-    }
-    body.push_str(&format!(
-        "<form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <button type=\"submit\">Log out</button></form>"
-    ));
-    page(StatusCode::OK, "Your information", &body)
+    html(
+        status,
+        pages::view(payload.as_ref(), &permissions, &csrf, &form),
+    )
 }
 
-fn render_value(value: &Value) -> String {
-    match value {
-        Value::Object(map) => {
-            let mut out = String::from("<dl>");
-            for (k, v) in map {
-                out.push_str(&format!(
-                    "<dt>{}</dt><dd>{}</dd>",
-                    escape(k),
-                    render_value(v)
-                ));
-            }
-            out.push_str("</dl>");
-            out
-        }
-        Value::Array(items) => {
-            let mut out = String::from("<ul>");
-            for v in items {
-                out.push_str(&format!("<li>{}</li>", render_value(v)));
-            }
-            out.push_str("</ul>");
-            out
-        }
-        Value::String(s) => escape(s),
-        other => escape(&other.to_string()),
+/// The form id of a problem's field path: `fields.note` → `f.note`, `creates[1].name` →
+/// `c.1.name`, `creates` → the first record.
+fn form_id(path: &str) -> Option<String> {
+    if let Some(name) = path.strip_prefix("fields.") {
+        return Some(format!("f.{name}"));
     }
-}
-
-fn input(name: &str, label: &str, spec: &FieldSpec) -> String {
-    let id = escape(name);
-    let label = format!("<label for=\"{id}\">{}</label> ", escape(label));
-    let control = match (spec.kind, &spec.allowed) {
-        (FieldType::Boolean, _) => {
-            format!("<input type=\"checkbox\" id=\"{id}\" name=\"{id}\" value=\"true\">")
-        }
-        (FieldType::String, Some(allowed)) => {
-            let options: String = allowed
-                .iter()
-                .map(|a| format!("<option>{}</option>", escape(a)))
-                .collect();
-            format!(
-                "<select id=\"{id}\" name=\"{id}\"><option value=\"\"></option>{options}</select>"
-            )
-        }
-        (FieldType::String, None) => {
-            let max = spec
-                .max_length
-                .map_or(String::new(), |m| format!(" maxlength=\"{m}\""));
-            format!("<input id=\"{id}\" name=\"{id}\"{max}>")
-        }
-        (FieldType::Date, _) => format!("<input type=\"date\" id=\"{id}\" name=\"{id}\">"),
-        (FieldType::Integer, _) => {
-            format!("<input type=\"number\" step=\"1\" id=\"{id}\" name=\"{id}\">")
-        }
-        (FieldType::Number, _) => {
-            format!("<input type=\"number\" step=\"any\" id=\"{id}\" name=\"{id}\">")
-        }
-    };
-    format!("<p>{label}{control}</p>")
+    let rest = path.strip_prefix("creates")?;
+    if rest.is_empty() {
+        return Some("c.0".to_owned());
+    }
+    let (index, name) = rest.strip_prefix('[')?.split_once("].")?;
+    Some(format!("c.{index}.{name}"))
 }
 
 /// Turns a form value into the JSON its field type expects; an unparsable value stays a
@@ -611,37 +550,51 @@ pub async fn submit(state: web::Data<AppState>, req: HttpRequest, form: Form) ->
         return error_page(&ApiError::new(Code::Forbidden, "bad csrf"));
     }
     let request = submission_from_form(&holder.grant.grant, &form);
+    let retry = (holder.clone(), form.0.clone());
     match run(&state, move |state| {
         lease_ops::submit(state, &holder, &request)
     })
     .await
     {
         Ok(accepted) => {
-            let mut response = page(
-                StatusCode::OK,
-                "Thank you",
-                "<p>Your answers were received.</p><p><a href=\"/view\">Back</a></p>",
-            );
-            if accepted.grant_status != linklease_grant::GrantStatus::Active {
+            let more = accepted.grant_status == linklease_grant::GrantStatus::Active;
+            let mut response = html(StatusCode::OK, pages::thanks(more));
+            if !more {
                 set_cookie(&mut response, cookie::removal(LEASE_COOKIE));
             }
             response
         }
-        Err(e) => {
-            let problems: String = e
+        Err(e) if !e.errors.is_empty() || e.code == Code::CreateLimitExceeded => {
+            let (holder, values) = retry;
+            let mut errors: Vec<pages::Alert> = e
                 .errors
                 .iter()
-                .map(|p| format!("<li>{}: {}</li>", escape(&p.field), escape(&p.message)))
+                .map(|p| pages::Alert {
+                    message: format!(
+                        "{}: {}",
+                        p.field
+                            .rsplit('.')
+                            .next()
+                            .map(pages::label)
+                            .unwrap_or_default(),
+                        p.message
+                    ),
+                    field: form_id(&p.field),
+                })
                 .collect();
-            page(
-                e.code.status(),
-                "Please check your answers",
-                &format!(
-                    "<div role=\"alert\"><p>{}</p><ul>{problems}</ul></div><p><a href=\"/view\">Back</a></p>",
-                    escape(&e.detail)
-                ),
-            )
+            if errors.is_empty() {
+                errors.push(pages::Alert {
+                    message: e.detail.clone(),
+                    field: Some("c.0".to_owned()),
+                });
+            }
+            let form = pages::FormState {
+                values: values.into_iter().filter(|(k, _)| k != "csrf").collect(),
+                errors,
+            };
+            render_view(&state, holder, form, e.code.status()).await
         }
+        Err(e) => error_page(&e),
     }
 }
 
@@ -663,7 +616,7 @@ pub async fn logout(state: web::Data<AppState>, req: HttpRequest, form: Form) ->
     }
     match run(&state, move |state| lease_ops::end(state, &holder)).await {
         Ok(()) => {
-            let mut response = page(StatusCode::OK, "Logged out", "<p>You are logged out.</p>");
+            let mut response = html(StatusCode::OK, pages::logged_out());
             set_cookie(&mut response, cookie::removal(LEASE_COOKIE));
             response
         }
