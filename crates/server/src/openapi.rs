@@ -16,6 +16,7 @@ use crate::routes::{exchange, grants, lease, ops, submissions};
         exchange::start, exchange::otp, exchange::resend,
         lease::get, lease::submit, lease::complete, lease::refresh, lease::end,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
+        crate::routes::audit::history, crate::routes::audit::events, crate::routes::audit::export, crate::routes::audit::public_key,
     ),
     components(schemas(Problem)),
     modifiers(&Security),
@@ -23,6 +24,7 @@ use crate::routes::{exchange, grants, lease, ops, submissions};
         (name = "submissions", description = "Originators read what came back"),
         (name = "exchange", description = "Partner web apps exchange a link for a lease"),
         (name = "lease", description = "Lease holders read and write one payload"),
+        (name = "audit", description = "Auditors review every grant's and lease's history and export signed bundles"),
         (name = "ops", description = "Operations")),
 )]
 struct ApiDoc;

@@ -1,5 +1,6 @@
 //! HTTP routes, one module per area of the product contract.
 
+pub mod audit;
 pub mod browser;
 pub mod exchange;
 pub mod grants;
@@ -21,6 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     lease::configure(cfg);
     browser::configure(cfg);
     ops::configure(cfg);
+    audit::configure(cfg);
 }
 
 /// The answer for a path that exists with another method.

@@ -5,6 +5,7 @@
 mod harness;
 
 mod attacks;
+mod audit;
 mod browser;
 mod exchange;
 mod grants;
