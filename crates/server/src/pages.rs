@@ -93,7 +93,7 @@ pub fn factor(kind: FactorKind, csrf: &str, alert: Option<&Alert>) -> Markup {
                     FactorKind::Dob => {
                         div.field.field-error[error.is_some()] {
                             label for="factor" { "Your date of birth" }
-                            span.hint id="factor-hint" { "For example 1984-03-02" }
+                            span.hint id="factor-hint" { "Day, month and year" }
                             @if let Some(e) = error { span.error-message id="factor-error" { (e) } }
                             input type="date" id="factor" name="factor" required autocomplete="bday"
                                 aria-describedby=(describedby(error.is_some(), "factor"))

@@ -146,6 +146,12 @@ fn ip(state: &AppState, req: &HttpRequest) -> Option<IpAddr> {
 }
 
 /// Refuses a POST that another site made the browser send.
+///
+/// `Sec-Fetch-Site`, when present, must be `same-origin` (or `none`, a typed URL), and `Origin`,
+/// when present, must be our exact origin, with one exception: `null`. Our pages send
+/// `Referrer-Policy: no-referrer`, under which browsers send `Origin: null` even for our own
+/// forms; those requests rest on `Sec-Fetch-Site` where the browser sends it, and always on the
+/// CSRF token every form carries.
 fn same_origin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
     let cross = ApiError::new(Code::Forbidden, "cross-site requests are refused");
@@ -155,12 +161,12 @@ fn same_origin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     {
         return Err(cross);
     }
-    if let Some(origin) = header("origin")
-        && origin != origin_of(&state.config.public_url)
-    {
-        return Err(cross);
+    match header("origin") {
+        Some(origin) if origin != "null" && origin != origin_of(&state.config.public_url) => {
+            Err(cross)
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// `scheme://host[:port]` of a URL: what browsers send as `Origin`.

@@ -1,4 +1,5 @@
 //! A running server per test, with a clock the test moves and a log the test reads.
+#![allow(dead_code)] // Shared by the http and browser test binaries; each uses a part.
 
 use ring::rand::SystemRandom;
 use serde_json::Value;
@@ -91,6 +92,22 @@ impl TestServer {
         per_minute: u32,
         courier: Option<std::sync::Arc<dyn linklease_courier::Courier>>,
     ) -> Self {
+        Self::start_at(store, per_minute, courier, None)
+    }
+
+    /// Starts a server whose links use its own address (for a real browser, whose `Origin`
+    /// must match the public URL).
+    pub fn start_self_addressed(store: linklease_store::Store) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_at(store, 10_000, None, Some(listener))
+    }
+
+    fn start_at(
+        store: linklease_store::Store,
+        per_minute: u32,
+        courier: Option<std::sync::Arc<dyn linklease_courier::Courier>>,
+        listener: Option<std::net::TcpListener>,
+    ) -> Self {
         capture_logs();
         let outbox = tempfile::tempdir().unwrap();
         let courier = courier.unwrap_or_else(|| {
@@ -107,7 +124,10 @@ impl TestServer {
             store.clone(),
             SecretKeys::from_master(&MASTER),
             ServerConfig {
-                public_url: format!("{PUBLIC_URL}/"),
+                public_url: match &listener {
+                    Some(l) => format!("http://{}", l.local_addr().unwrap()),
+                    None => format!("{PUBLIC_URL}/"),
+                },
                 trust_proxy: Vec::new(),
             },
             clock,
@@ -118,7 +138,11 @@ impl TestServer {
         let thread = std::thread::spawn(move || {
             let system = actix_web::rt::System::new();
             system.block_on(async move {
-                let running = linklease_server::start(state, "127.0.0.1:0", 1).expect("bind");
+                let running = match listener {
+                    Some(listener) => linklease_server::start_on(state, listener, 2),
+                    None => linklease_server::start(state, "127.0.0.1:0", 1),
+                }
+                .expect("bind");
                 tx.send((running.addrs[0], running.server.handle()))
                     .unwrap();
                 let _ = running.server.await;
