@@ -168,6 +168,19 @@ impl Presented {
 /// Blocks.
 pub fn verify_token(state: &AppState, token: &str) -> Result<LeaseClaims, ApiError> {
     let now = state.clock.now();
+    if let Some(claims) = state.tokens.get(token, now) {
+        return Ok(claims);
+    }
+    let claims = verify_signature(state, token, now)?;
+    state.tokens.put(token, &claims);
+    Ok(claims)
+}
+
+fn verify_signature(
+    state: &AppState,
+    token: &str,
+    now: time::OffsetDateTime,
+) -> Result<LeaseClaims, ApiError> {
     let keys = state.keyring.current(state)?;
     match token::verify(token, &keys, now, &state.limits) {
         Err(TokenError::UnknownKey) => {
@@ -197,7 +210,7 @@ pub fn authorize(
         .store
         .read(|c| {
             let lease = leases::get(c, claims.jti)?;
-            let grant = grants::by_id(c, lease.grant)?;
+            let grant = grants::for_lease(c, lease.grant)?;
             Ok((lease, grant))
         })
         .map_err(|e| match e {

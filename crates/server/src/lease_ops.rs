@@ -41,27 +41,39 @@ fn event(
 }
 
 /// The payload, recording `payload.read` (committed before it is returned). Blocks.
-pub fn read_payload(state: &AppState, holder: &LeaseHolder) -> Result<serde_json::Value, ApiError> {
+pub fn read_payload(
+    state: &AppState,
+    holder: &LeaseHolder,
+) -> Result<std::sync::Arc<serde_json::Value>, ApiError> {
     holder.require(Scope::Read)?;
     let now = micros::truncate(state.clock.now());
-    let payload = state.store.write(|c| {
-        let payload = grants::payload(c, holder.grant.grant.id)?;
-        audit::append(
-            c,
-            &event(
-                holder,
-                AuditKind::PayloadRead,
-                serde_json::json!({
-                    "payload_sha256": hex(&holder.grant.grant.payload_sha256),
-                }),
-                now,
-            ),
-        )?;
-        Ok(payload)
-    })?;
-    let payload = payload
-        .ok_or_else(|| ApiError::new(Code::NotFound, "the payload was removed by retention"))?;
-    serde_json::from_str(&payload).map_err(ApiError::internal)
+    let grant = holder.grant.grant.id;
+    let payload = match state.payloads.get(grant) {
+        Some(payload) => payload,
+        None => {
+            let text = state
+                .store
+                .read(|c| grants::payload(c, grant))?
+                .ok_or_else(|| {
+                    ApiError::new(Code::NotFound, "the payload was removed by retention")
+                })?;
+            let parsed = std::sync::Arc::new(
+                serde_json::from_str::<serde_json::Value>(&text).map_err(ApiError::internal)?,
+            );
+            state.payloads.put(grant, parsed.clone());
+            parsed
+        }
+    };
+    // Answered only once the read is on the record (group commit shares the transaction).
+    state.audit_writer.append(event(
+        holder,
+        AuditKind::PayloadRead,
+        serde_json::json!({
+            "payload_sha256": hex(&holder.grant.grant.payload_sha256),
+        }),
+        now,
+    ))?;
+    Ok(payload)
 }
 
 /// The result of an accepted submission (or of its idempotent replay).

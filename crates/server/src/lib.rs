@@ -1,7 +1,9 @@
 #![doc = include_str!("../README.md")]
 
+pub mod audit_writer;
 pub mod auth;
 pub mod body;
+pub mod caches;
 pub mod client_ip;
 pub mod clock;
 pub mod data_dir;
@@ -70,13 +72,18 @@ pub struct AppState {
     pub rate_limit: Arc<rate_limit::RateLimiter>,
     /// The system's secure randomness.
     pub rng: SystemRandom,
+    /// Claims of lease tokens already verified.
+    pub tokens: Arc<caches::TokenCache>,
+    /// Parsed payloads (immutable).
+    pub payloads: Arc<caches::PayloadCache>,
+    /// Group commit for read events.
+    pub audit_writer: Arc<audit_writer::AuditWriter>,
 }
 
 impl AppState {
     /// A state over `store` with `keys`.
     pub fn new(store: Store, keys: SecretKeys, config: ServerConfig, clock: Clock) -> Self {
         Self {
-            store,
             keys: Arc::new(keys),
             config: Arc::new(ServerConfig {
                 public_url: config.public_url.trim_end_matches('/').to_owned(),
@@ -89,6 +96,10 @@ impl AppState {
             courier: Arc::new(linklease_courier::ConsoleCourier),
             rate_limit: Arc::new(rate_limit::RateLimiter::new(rate_limit::DEFAULT_PER_MINUTE)),
             rng: SystemRandom::new(),
+            tokens: Arc::default(),
+            payloads: Arc::default(),
+            audit_writer: Arc::new(audit_writer::AuditWriter::start(store.clone())),
+            store,
         }
     }
 

@@ -218,6 +218,21 @@ pub fn by_id(conn: &mut DbConn, id: GrantId) -> Result<GrantRecord, StoreError> 
     record(conn, found)
 }
 
+/// One grant of any tenant without its successor (`superseded_by` is `None`): one query, for
+/// the lease check on every request, which needs only the grant and its state.
+pub fn for_lease(conn: &mut DbConn, id: GrantId) -> Result<GrantRecord, StoreError> {
+    let (row, state): GrantAndState = grants::table
+        .inner_join(grant_state::table)
+        .filter(grants::id.eq(id.to_string()))
+        .select((GrantRow::as_select(), StateRow::as_select()))
+        .first(conn)?;
+    Ok(GrantRecord {
+        grant: row.try_into()?,
+        state: state.try_into()?,
+        superseded_by: None,
+    })
+}
+
 /// The grant whose link token has this keyed hash (a link visit or an exchange).
 pub fn by_token(conn: &mut DbConn, token_hash: &SecretHash) -> Result<GrantRecord, StoreError> {
     let found: GrantAndState = grants::table

@@ -478,7 +478,7 @@ async fn render_view(
     };
     html(
         status,
-        pages::view(payload.as_ref(), &permissions, &csrf, &form),
+        pages::view(payload.as_deref(), &permissions, &csrf, &form),
     )
 }
 

@@ -79,7 +79,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let view = run(&state, move |state| {
         let payload = if holder.claims.allows(Scope::Read) {
-            Some(lease_ops::read_payload(state, &holder)?)
+            Some(lease_ops::read_payload(state, &holder)?.as_ref().clone())
         } else {
             None
         };

@@ -1,0 +1,77 @@
+//! Group commit for the audit events of reads (`payload.read`): requests hand their event to one
+//! writer thread, which appends every event waiting at that moment in one transaction and then
+//! answers each request. A response still waits until its own event is durably committed; many
+//! responses share one commit.
+
+use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+
+use linklease_store::audit::{self, NewEvent};
+use linklease_store::{Store, StoreError};
+
+/// Most events in one transaction.
+const MAX_BATCH: usize = 512;
+
+type Job = (NewEvent, SyncSender<Result<(), StoreError>>);
+
+/// Hands events to the writer thread.
+#[derive(Debug)]
+pub struct AuditWriter {
+    jobs: Mutex<Sender<Job>>,
+}
+
+impl AuditWriter {
+    /// Starts the writer thread on `store`; it ends when the writer is dropped.
+    pub fn start(store: Store) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let spawned = std::thread::Builder::new()
+            .name("linklease-audit-writer".into())
+            .spawn(move || run(&store, &rx));
+        if let Err(e) = spawned {
+            log::error!("could not start the audit writer: {e}");
+        }
+        Self {
+            jobs: Mutex::new(tx),
+        }
+    }
+
+    /// Appends `event` and returns once it is committed. Blocks: call on a blocking thread.
+    pub fn append(&self, event: NewEvent) -> Result<(), StoreError> {
+        let (done, wait) = mpsc::sync_channel(1);
+        let sent = self
+            .jobs
+            .lock()
+            .map_err(|_| StoreError::Unavailable("audit writer poisoned".into()))?
+            .send((event, done));
+        if sent.is_err() {
+            return Err(StoreError::Unavailable("audit writer stopped".into()));
+        }
+        wait.recv()
+            .map_err(|_| StoreError::Unavailable("audit writer stopped".into()))?
+    }
+}
+
+fn run(store: &Store, rx: &Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = store.write(|c| {
+            for (event, _) in &batch {
+                audit::append(c, event)?;
+            }
+            Ok(())
+        });
+        for (_, done) in batch {
+            let answer = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Unavailable(e.to_string())),
+            };
+            let _ = done.send(answer);
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Caches of immutable things only: a verified lease token's claims (until its `exp`) and a
+//! grant's parsed payload. Neither can hide a revocation, a last use or a lock: those live in
+//! the lease and grant rows, which every lease request still reads.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use linklease_grant::GrantId;
+use linklease_lease::LeaseClaims;
+use time::OffsetDateTime;
+
+/// Entries kept before a cache starts over (a crude bound; entries are cheap to rebuild).
+const MAX_ENTRIES: usize = 100_000;
+
+/// Claims of tokens whose signature was verified, by SHA-256 of the token.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    verified: RwLock<HashMap<[u8; 32], LeaseClaims>>,
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
+    out
+}
+
+impl TokenCache {
+    /// The claims of `token` if it was verified before and has not expired at `now`.
+    pub fn get(&self, token: &str, now: OffsetDateTime) -> Option<LeaseClaims> {
+        let key = digest(token);
+        let guard = self.verified.read().ok()?;
+        guard
+            .get(&key)
+            .filter(|claims| now.unix_timestamp() < claims.exp)
+            .cloned()
+    }
+
+    /// Remembers a verified token.
+    pub fn put(&self, token: &str, claims: &LeaseClaims) {
+        if let Ok(mut guard) = self.verified.write() {
+            if guard.len() >= MAX_ENTRIES {
+                guard.clear();
+            }
+            guard.insert(digest(token), claims.clone());
+        }
+    }
+}
+
+/// Parsed payloads by grant. Payloads never change; retention removes them only from grants
+/// that have ended, whose payloads no lease can read any more.
+#[derive(Debug, Default)]
+pub struct PayloadCache {
+    payloads: RwLock<HashMap<GrantId, Arc<serde_json::Value>>>,
+}
+
+impl PayloadCache {
+    /// The cached payload of `grant`.
+    pub fn get(&self, grant: GrantId) -> Option<Arc<serde_json::Value>> {
+        self.payloads.read().ok()?.get(&grant).cloned()
+    }
+
+    /// Remembers a payload.
+    pub fn put(&self, grant: GrantId, payload: Arc<serde_json::Value>) {
+        if let Ok(mut guard) = self.payloads.write() {
+            if guard.len() >= MAX_ENTRIES {
+                guard.clear();
+            }
+            guard.insert(grant, payload);
+        }
+    }
+}
