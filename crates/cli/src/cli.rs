@@ -57,20 +57,106 @@ pub enum Command {
     /// Manage partner web-app clients.
     #[command(subcommand)]
     Client(ClientCommand),
-    /// Manage the lease-signing keys.
+    /// Manage the lease-signing and audit keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Review, verify, export and checkpoint the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Remove the payloads and submission bodies of grants that ended before a date; their
+    /// hashes and the audit chain stay (retention without losing evidence).
+    Purge(PurgeArgs),
 }
 
 /// `keys` verbs.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Make a new lease-signing key; the old one verifies the leases it signed until they
-    /// have expired (one hour at most). Running servers pick the new key up within 30 s.
+    /// Make a new lease-signing key and a new audit key. The old lease key verifies the leases
+    /// it signed until they have expired (one hour at most); running servers pick the new key
+    /// up within 30 s. Old audit public keys are kept for ever, so old bundles still verify.
     Rotate {
         #[command(flatten)]
         out: JsonFlag,
     },
+}
+
+/// `audit` verbs.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the audit log: the live database (exit 0 when intact, 2 on tampering, naming the
+    /// first bad event), or with --bundle an exported bundle offline, touching no database.
+    Verify {
+        /// Verify this exported bundle offline instead of the database (needs --public-key).
+        #[arg(long, env = "LINKLEASE_BUNDLE", requires = "public_key")]
+        bundle: Option<PathBuf>,
+        /// Audit public keys to trust: one key object, or {"keys": [...]} as served by
+        /// GET /v1/audit/public-key or printed by `audit public-key`. On the live database it
+        /// replaces the keys stored there: checkpoints signed by any other key are rejected.
+        #[arg(long, env = "LINKLEASE_PUBLIC_KEY")]
+        public_key: Option<PathBuf>,
+        /// A bundle kept earlier (repeatable): the live log must still hold every chain's last
+        /// event of that bundle, unchanged. Catches a rewritten tail even when the stored
+        /// checkpoints were deleted too.
+        #[arg(
+            long,
+            env = "LINKLEASE_AGAINST",
+            value_delimiter = ',',
+            conflicts_with = "bundle"
+        )]
+        against: Vec<PathBuf>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Write a signed bundle (NDJSON, Ed25519) of the audit log; this also signs a checkpoint
+    /// of every chain's head.
+    Export {
+        /// Only this tenant's chain (name or id); default: every chain.
+        #[arg(long, env = "LINKLEASE_TENANT")]
+        tenant: Option<String>,
+        /// Events at or after this instant (RFC 3339, or YYYY-MM-DD for midnight UTC).
+        #[arg(long, env = "LINKLEASE_FROM")]
+        from: Option<String>,
+        /// Events before this instant (RFC 3339, or YYYY-MM-DD for midnight UTC).
+        #[arg(long, env = "LINKLEASE_TO")]
+        to: Option<String>,
+        /// The file to write (created with mode 0600).
+        #[arg(long, env = "LINKLEASE_OUT")]
+        out: PathBuf,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Print (or write) every audit public key, as {"keys": [...]}; makes the first key if
+    /// there is none.
+    PublicKey {
+        /// Write the keys to this file instead of printing them.
+        #[arg(long, env = "LINKLEASE_OUT")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Sign a checkpoint of every chain's head now (run it from cron).
+    Checkpoint {
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// A grant's history and its leases', one line per event, oldest first.
+    Show {
+        /// The grant id.
+        grant_id: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}
+
+/// `purge` flags.
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// Purge grants that ended (expired, revoked, locked or used up) before this instant:
+    /// RFC 3339, or YYYY-MM-DD for midnight UTC. Grants still active are never touched.
+    #[arg(long, env = "LINKLEASE_ENDED_BEFORE")]
+    pub ended_before: String,
+    #[command(flatten)]
+    pub out: JsonFlag,
 }
 
 /// `serve` flags.

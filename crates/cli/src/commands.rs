@@ -7,26 +7,36 @@ use std::fmt;
 use linklease_grant::{ApiKeyId, ClientId, IpBlock, SecretKeys, SecretString, limits};
 use linklease_server::{AppState, Clock, DataDir, ServerConfig};
 use linklease_store::api_keys::{self, Scope};
-use linklease_store::audit::Actor;
-use linklease_store::{PoolOptions, Store, StoreError, clients, signing_keys, tenants};
+use linklease_store::audit::{self, Actor, AuditKind, NewEvent};
+use linklease_store::{PoolOptions, Store, StoreError, audit_keys, clients, signing_keys, tenants};
 
 use crate::cli::{
     ApiKeyCommand, Cli, ClientCommand, Command, JsonFlag, KeysCommand, ServeArgs, TenantCommand,
 };
 
-/// A failure, said plainly.
+/// A failure, said plainly, with the process's exit code.
 #[derive(Debug)]
-pub struct Failure(String);
+pub struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl Failure {
+    /// The exit code: 1 for an error, 2 when verification found tampering.
+    pub fn code(&self) -> u8 {
+        self.code
+    }
+}
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
-        Failure(match e {
+        fail(match e {
             StoreError::NotFound => "not found".into(),
             other => other.to_string(),
         })
@@ -35,12 +45,24 @@ impl From<StoreError> for Failure {
 
 impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Self {
-        Failure(e.to_string())
+        fail(e.to_string())
     }
 }
 
-fn fail(message: impl Into<String>) -> Failure {
-    Failure(message.into())
+/// An error (exit code 1).
+pub(crate) fn fail(message: impl Into<String>) -> Failure {
+    Failure {
+        message: message.into(),
+        code: 1,
+    }
+}
+
+/// Verification found the log or a bundle altered (exit code 2).
+pub(crate) fn tampered(message: impl Into<String>) -> Failure {
+    Failure {
+        message: message.into(),
+        code: 2,
+    }
 }
 
 /// Runs one verb.
@@ -64,6 +86,13 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Audit(command) => {
+            crate::audit::run(command, &cli.database_url, &cli.data_dir, &pool)
+        }
+        Command::Purge(args) => {
+            let store = Store::open_migrated(&cli.database_url, &pool)?;
+            crate::audit::purge(&store, &args)
+        }
         command => {
             let store = Store::open_migrated(&cli.database_url, &pool)?;
             let keys = DataDir::open(&cli.data_dir)?.secret_keys(&SystemRandom::new())?;
@@ -73,11 +102,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 #[allow(clippy::disallowed_methods)] // The CLI's clock: operators act now.
-fn now() -> time::OffsetDateTime {
+pub(crate) fn now() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc()
 }
 
-fn print(out: JsonFlag, value: serde_json::Value, text: impl FnOnce() -> String) {
+pub(crate) fn print(out: JsonFlag, value: serde_json::Value, text: impl FnOnce() -> String) {
     if out.json {
         println!("{value}");
     } else {
@@ -112,7 +141,7 @@ fn blocks_of(raw: &[String]) -> Result<Vec<IpBlock>, Failure> {
         .collect()
 }
 
-fn tenant(store: &Store, id_or_name: &str) -> Result<tenants::Tenant, Failure> {
+pub(crate) fn tenant(store: &Store, id_or_name: &str) -> Result<tenants::Tenant, Failure> {
     store
         .read(|c| tenants::resolve(c, id_or_name))
         .map_err(|e| match e {
@@ -277,15 +306,44 @@ fn admin(store: &Store, keys: &SecretKeys, command: Command) -> Result<(), Failu
         }
         Command::Keys(KeysCommand::Rotate { out }) => {
             let limits = linklease_lease::FlowLimits::default();
-            let kid = store.write(|c| {
-                signing_keys::ensure(c, keys, now(), &rng)?;
-                signing_keys::rotate(c, keys, &limits, &Actor::operator(), now(), &rng)
+            let now = now();
+            let (kid, audit_kid) = store.write(|c| {
+                signing_keys::ensure(c, keys, now, &rng)?;
+                let kid = signing_keys::rotate(c, keys, &limits, &Actor::operator(), now, &rng)?;
+                // The newest audit key is the active one (keys are only ever added).
+                let retired: Vec<String> = audit_keys::public_keys(c)?
+                    .into_iter()
+                    .take(1)
+                    .map(|k| k.kid)
+                    .collect();
+                let audit_kid = audit_keys::rotate(c, keys, now, &rng)?;
+                audit::append(
+                    c,
+                    &NewEvent {
+                        at: linklease_grant::micros::truncate(now),
+                        tenant: None,
+                        grant: None,
+                        lease: None,
+                        kind: AuditKind::KeysRotated,
+                        actor: Actor::operator(),
+                        detail: json!({ "audit_kid": audit_kid, "audit_retired": retired }),
+                    },
+                )?;
+                Ok((kid, audit_kid))
             })?;
-            print(out, json!({ "kid": kid }), || {
-                format!("new lease-signing key {kid}; servers use it within 30 s")
+            print(out, json!({ "kid": kid, "audit_kid": audit_kid }), || {
+                format!(
+                    "new lease-signing key {kid}; servers use it within 30 s\n\
+                     new audit key {audit_kid}; old audit public keys stay published, so old \
+                     bundles still verify"
+                )
             });
         }
-        Command::Serve(_) | Command::Demo(_) | Command::Migrate => {}
+        Command::Serve(_)
+        | Command::Demo(_)
+        | Command::Migrate
+        | Command::Audit(_)
+        | Command::Purge(_) => {}
     }
     Ok(())
 }
@@ -336,7 +394,7 @@ fn serve(
         .limits()
         .map_err(|e| fail(format!("limits: {e}")))?;
     let trust_proxy = blocks_of(&args.trust_proxy)
-        .map_err(|e| fail(e.0.replace("--allow-ip", "--trust-proxy")))?;
+        .map_err(|e| fail(e.message.replace("--allow-ip", "--trust-proxy")))?;
     let courier = linklease_courier::from_spec(
         &args.courier,
         &linklease_courier::CourierOptions {

@@ -1,6 +1,7 @@
 //! `linklease`: the operator's binary (spec §5).
 #![allow(clippy::print_stdout)] // A CLI prints its results.
 
+mod audit;
 mod cli;
 mod commands;
 
@@ -16,7 +17,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.code())
         }
     }
 }

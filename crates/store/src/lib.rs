@@ -10,6 +10,7 @@ pub mod flows;
 pub mod grants;
 pub mod leases;
 pub mod migrate;
+pub mod purge;
 pub mod schema;
 pub mod signing_keys;
 pub mod submissions;
