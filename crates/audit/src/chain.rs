@@ -171,6 +171,19 @@ pub enum Tamper {
         /// Where the events end.
         found: i64,
     },
+    /// A chain has events past its recorded head (or has no head at all): they were added
+    /// without going through the append that moves the head.
+    #[error(
+        "chain {chain}: events run to position {found}, past its recorded head {head} (inserted)"
+    )]
+    BeyondHead {
+        /// The chain.
+        chain: String,
+        /// The recorded head's position (0: no head).
+        head: i64,
+        /// The last position found.
+        found: i64,
+    },
     /// A chain's last event differs from the head (or checkpoint) that pins it.
     #[error("chain {chain}: position {chain_seq} does not match its recorded head")]
     HeadMismatch {
@@ -267,10 +280,27 @@ impl ChainVerifier {
                     found: pos,
                 });
             }
+            if pos > head.chain_seq {
+                // In a consistent snapshot nothing lies beyond a head: an appended forgery.
+                return Err(Tamper::BeyondHead {
+                    chain: head.chain.clone(),
+                    head: head.chain_seq,
+                    found: pos,
+                });
+            }
             if pos == head.chain_seq && hash != head.hash {
                 return Err(Tamper::HeadMismatch {
                     chain: head.chain.clone(),
                     chain_seq: pos,
+                });
+            }
+        }
+        for (chain, (pos, _)) in &self.last {
+            if !heads.iter().any(|h| &h.chain == chain) {
+                return Err(Tamper::BeyondHead {
+                    chain: chain.clone(),
+                    head: 0,
+                    found: *pos,
                 });
             }
         }

@@ -54,7 +54,7 @@ pub fn run(
             against,
             out,
             ..
-        } => verify_live(&store, public_key.as_deref(), &against, out),
+        } => verify_live(&store, &secrets()?, public_key.as_deref(), &against, out),
         AuditCommand::Export {
             tenant: t,
             from,
@@ -375,6 +375,7 @@ enum Outcome {
 /// `audit verify` on the live database.
 fn verify_live(
     store: &Store,
+    secrets: &linklease_grant::SecretKeys,
     key_file: Option<&Path>,
     against: &[PathBuf],
     out: JsonFlag,
@@ -386,7 +387,7 @@ fn verify_live(
     } else {
         let keys = match &trusted {
             Some(keys) => keys.clone(),
-            None => store.read(audit_keys::public_keys)?,
+            None => store.read(|c| audit_keys::trusted_public_keys(c, secrets))?,
         };
         against
             .iter()
@@ -397,7 +398,7 @@ fn verify_live(
         in_snapshot(c, |c| {
             let keys = match &trusted {
                 Some(keys) => keys.clone(),
-                None => audit_keys::public_keys(c)?,
+                None => audit_keys::trusted_public_keys(c, secrets)?,
             };
             // Name a checkpoint whose signature fails before the chain is read.
             for cp in audit_keys::checkpoints(c)? {

@@ -334,28 +334,46 @@ pub fn window(
     from: Option<i64>,
     to: Option<i64>,
 ) -> Result<(Vec<Head>, Vec<EventRecord>), StoreError> {
-    let mut query = audit_events::table
-        .filter(audit_events::chain.is_not_null())
-        .order(audit_events::seq.asc())
-        .select(Event::as_select())
-        .into_boxed();
-    if let Some(tenant) = tenant {
-        query = query.filter(audit_events::tenant_id.eq(tenant.to_string()));
+    // Chains in scope: the tenant's, or every chain.
+    let chains: Vec<String> = match tenant {
+        Some(t) => vec![t.to_string()],
+        None => heads(conn)?.into_iter().map(|h| h.chain).collect(),
+    };
+    // Each chain's window is a contiguous run of positions, from its first event at or after
+    // `from` to its last event before `to`: `at` need not rise strictly along a chain (clocks
+    // of instances differ), and a window by time alone could leave a hole in the chain.
+    let mut events: Vec<EventRecord> = Vec::new();
+    for chain in chains {
+        let in_chain = audit_events::table.filter(audit_events::chain.eq(&chain));
+        let lo: Option<i64> = match from {
+            Some(from) => in_chain
+                .filter(audit_events::at.ge(from))
+                .select(diesel::dsl::min(audit_events::chain_seq))
+                .first(conn)?,
+            None => Some(1),
+        };
+        let hi: Option<i64> = match to {
+            Some(to) => in_chain
+                .filter(audit_events::at.lt(to))
+                .select(diesel::dsl::max(audit_events::chain_seq))
+                .first(conn)?,
+            None => Some(i64::MAX),
+        };
+        let (Some(lo), Some(hi)) = (lo, hi) else {
+            continue;
+        };
+        let rows: Vec<Event> = in_chain
+            .filter(audit_events::chain_seq.between(lo, hi))
+            .order(audit_events::chain_seq.asc())
+            .select(Event::as_select())
+            .load(conn)?;
+        for e in &rows {
+            events.push(e.record().ok_or_else(|| {
+                StoreError::Corrupt(format!("audit event {} chain fields", e.seq))
+            })?);
+        }
     }
-    if let Some(from) = from {
-        query = query.filter(audit_events::at.ge(from));
-    }
-    if let Some(to) = to {
-        query = query.filter(audit_events::at.lt(to));
-    }
-    let events: Vec<EventRecord> = query
-        .load::<Event>(conn)?
-        .iter()
-        .map(|e| {
-            e.record()
-                .ok_or_else(|| StoreError::Corrupt(format!("audit event {} chain fields", e.seq)))
-        })
-        .collect::<Result<_, _>>()?;
+    events.sort_by_key(|e| e.seq);
     let mut starts: Vec<Head> = Vec::new();
     for e in &events {
         if !starts.iter().any(|h| h.chain == e.chain) {

@@ -78,11 +78,18 @@ fn insert(
     Ok(())
 }
 
-/// Every audit public key ever used, newest first.
+/// Every audit public key ever used: the active one first, then newest first.
+///
+/// These are whatever the table holds. To *trust* a key, use [`trusted_public_keys`]: someone
+/// who can write the database could add a key of their own and sign checkpoints with it.
 pub fn public_keys(conn: &mut DbConn) -> Result<Vec<PublicKey>, StoreError> {
     use base64::Engine as _;
     let rows: Vec<(String, Vec<u8>)> = audit_keys::table
-        .order(audit_keys::created_at.desc())
+        .order((
+            audit_keys::retired_at.is_null().desc(),
+            audit_keys::created_at.desc(),
+            audit_keys::kid.asc(),
+        ))
         .select((audit_keys::kid, audit_keys::public_key))
         .load(conn)?;
     Ok(rows
@@ -92,6 +99,29 @@ pub fn public_keys(conn: &mut DbConn) -> Result<Vec<PublicKey>, StoreError> {
             algorithm: "Ed25519".into(),
             public_key: base64::engine::general_purpose::STANDARD.encode(public),
         })
+        .collect())
+}
+
+/// The audit public keys whose sealed private half opens with this data dir's master secret
+/// and matches: keys this broker made. A key inserted by someone with only database access is
+/// left out, so checkpoints it signed do not verify.
+pub fn trusted_public_keys(
+    conn: &mut DbConn,
+    secrets: &SecretKeys,
+) -> Result<Vec<PublicKey>, StoreError> {
+    let sealed: Vec<(String, Vec<u8>)> = audit_keys::table
+        .select((audit_keys::kid, audit_keys::sealed_private))
+        .load(conn)?;
+    let genuine: std::collections::HashSet<String> = sealed
+        .into_iter()
+        .filter_map(|(kid, sealed)| {
+            let key = AuditKey::from_pkcs8(secrets.open(&sealed, kid.as_bytes())?).ok()?;
+            (key.kid == kid).then_some(kid)
+        })
+        .collect();
+    Ok(public_keys(conn)?
+        .into_iter()
+        .filter(|k| genuine.contains(&k.kid) && k.bytes().is_some())
         .collect())
 }
 

@@ -331,13 +331,13 @@ pub async fn public_key(
     let now = state.clock.now();
     let (secrets, rng) = (state.keys.clone(), state.rng.clone());
     let keys = blocking(&state, move |store| {
-        let keys = store.read(audit_keys::public_keys)?;
+        let keys = store.read(|c| audit_keys::trusted_public_keys(c, &secrets))?;
         if !keys.is_empty() {
             return Ok(keys);
         }
         store.write(|c| {
             audit_keys::ensure(c, &secrets, now, &rng)?;
-            audit_keys::public_keys(c)
+            audit_keys::trusted_public_keys(c, &secrets)
         })
     })
     .await?;

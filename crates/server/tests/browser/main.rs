@@ -128,7 +128,10 @@ fn grant_body() -> Value {
 fn consumer_journeys_in_a_real_browser() {
     let ci = std::env::var_os("CI").is_some();
     if !webdriver::available() {
-        assert!(!ci, "CI needs chromium and chromium-driver (apt-get install)");
+        assert!(
+            !ci,
+            "CI needs chromium and chromium-driver (apt-get install)"
+        );
         eprintln!("skipping the browser test: chromium or chromedriver is not installed");
         return;
     }
@@ -187,7 +190,10 @@ fn consumer_journeys_in_a_real_browser() {
     assert!(b.current_url().ends_with("/view"), "{}", b.current_url());
     assert_eq!(b.heading(), "Your information");
     let page = b.text("main");
-    assert!(page.contains("Patient id") && page.contains("Clinic North"), "{page}");
+    assert!(
+        page.contains("Patient id") && page.contains("Clinic North"),
+        "{page}"
+    );
     checker.check(&b, "05-view");
 
     // An answer with a mistake (an e-mail address as a phone number is fine; a household size
@@ -200,7 +206,10 @@ fn consumer_journeys_in_a_real_browser() {
     b.click("form[action='/view/submit'] button");
     assert!(b.text(".error-summary").contains("whole number"));
     assert_eq!(
-        b.run("return document.querySelector(\"[id='c.0.name']\").value;", json!([])),
+        b.run(
+            "return document.querySelector(\"[id='c.0.name']\").value;",
+            json!([])
+        ),
         "Ana",
         "entered values are kept"
     );
@@ -209,12 +218,18 @@ fn consumer_journeys_in_a_real_browser() {
     b.click("form[action='/view/submit'] button");
     assert_eq!(b.heading(), "Thank you");
     checker.check(&b, "07-thanks");
-    let stored = s.get(&format!("/v1/grants/{}/submissions", grant["id"].as_str().unwrap()), &key);
+    let stored = s.get(
+        &format!("/v1/grants/{}/submissions", grant["id"].as_str().unwrap()),
+        &key,
+    );
     let stored = stored.json();
     let first = &stored["submissions"][0];
     assert_eq!(first["fields"]["household_size"], 3);
     assert_eq!(first["fields"]["result_ack"], true);
-    assert_eq!(first["creates"], json!([{"name": "Ana", "phone": "+15550100"}]));
+    assert_eq!(
+        first["creates"],
+        json!([{"name": "Ana", "phone": "+15550100"}])
+    );
 
     // The used link.
     b.goto(&format!("{}/l/{token}", s.base));
@@ -222,8 +237,15 @@ fn consumer_journeys_in_a_real_browser() {
     checker.check(&b, "08-used-link");
 
     // A link without factor or code: Continue, then log out.
-    let plain = s.create(&key, &json!({"payload": {"message": "Your appointment is on Monday"}, "max_uses": 3}));
-    b.goto(&format!("{}/l/{}", s.base, plain["token"].as_str().unwrap()));
+    let plain = s.create(
+        &key,
+        &json!({"payload": {"message": "Your appointment is on Monday"}, "max_uses": 3}),
+    );
+    b.goto(&format!(
+        "{}/l/{}",
+        s.base,
+        plain["token"].as_str().unwrap()
+    ));
     assert_eq!(b.heading(), "Open your information");
     checker.check(&b, "09-continue");
     b.click("main button[type=submit]");
@@ -240,9 +262,16 @@ fn consumer_journeys_in_a_real_browser() {
     checker.check(&b, "11-unknown-link");
     let later = s.create(&key, &json!({"payload": {"a": 1}}));
     s.advance(time::Duration::days(8));
-    b.goto(&format!("{}/l/{}", s.base, later["token"].as_str().unwrap()));
+    b.goto(&format!(
+        "{}/l/{}",
+        s.base,
+        later["token"].as_str().unwrap()
+    ));
     assert_eq!(b.heading(), "Link expired");
     checker.check(&b, "12-expired-link");
 
-    eprintln!("axe: no serious or critical violations on\n  {}", checker.checked.join("\n  "));
+    eprintln!(
+        "axe: no serious or critical violations on\n  {}",
+        checker.checked.join("\n  ")
+    );
 }
