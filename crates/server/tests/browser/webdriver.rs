@@ -100,7 +100,8 @@ impl Browser {
 
     fn get(&self, path: &str) -> Value {
         let mut reply = self.agent.get(self.url(path)).call().unwrap();
-        let value: Value = serde_json::from_str(&reply.body_mut().read_to_string().unwrap()).unwrap();
+        let value: Value =
+            serde_json::from_str(&reply.body_mut().read_to_string().unwrap()).unwrap();
         value["value"].clone()
     }
 
@@ -152,10 +153,7 @@ impl Browser {
 
     /// The first element matching `css` (panics if there is none).
     pub fn find(&self, css: &str) -> String {
-        let found = self.cmd(
-            "/element",
-            json!({"using": "css selector", "value": css}),
-        );
+        let found = self.cmd("/element", json!({"using": "css selector", "value": css}));
         found[ELEMENT].as_str().unwrap().to_owned()
     }
 
