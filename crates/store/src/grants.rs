@@ -233,14 +233,19 @@ pub fn for_lease(conn: &mut DbConn, id: GrantId) -> Result<GrantRecord, StoreErr
     })
 }
 
-/// The grant whose link token has this keyed hash (a link visit or an exchange).
+/// The grant whose link token has this keyed hash (a link visit or an exchange), without its
+/// successor (`superseded_by` is `None`): one query.
 pub fn by_token(conn: &mut DbConn, token_hash: &SecretHash) -> Result<GrantRecord, StoreError> {
-    let found: GrantAndState = grants::table
+    let (row, state): GrantAndState = grants::table
         .inner_join(grant_state::table)
         .filter(grants::token_hash.eq(&token_hash.0[..]))
         .select((GrantRow::as_select(), StateRow::as_select()))
         .first(conn)?;
-    record(conn, found)
+    Ok(GrantRecord {
+        grant: row.try_into()?,
+        state: state.try_into()?,
+        superseded_by: None,
+    })
 }
 
 fn record(conn: &mut DbConn, (row, state): GrantAndState) -> Result<GrantRecord, StoreError> {
