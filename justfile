@@ -12,6 +12,14 @@ test:
 ci:
     bash .ci/run
 
+# Flags pass through: `just bench --smoke`, `just bench --only ceiling,p1 --seconds 5`,
+# `just bench --database-url postgres://postgres@127.0.0.1:5432/test`, `just bench --help`.
+# The load harness (issue 6): release builds of the broker and the harness, then one run.
+[positional-arguments]
+bench *args:
+    cargo build --release -p linklease-cli -p linklease-bench
+    "${CARGO_TARGET_DIR:-target}/release/linklease-bench" "$@"
+
 # Format and lint.
 lint:
     cargo fmt --all
