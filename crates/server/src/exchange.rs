@@ -245,7 +245,9 @@ pub fn resend(state: &AppState, stored: StoredFlow, visitor: &Visitor) -> Result
 
 /// The flow's grant, which must still be active.
 fn grant_of(state: &AppState, stored: &StoredFlow) -> Result<GrantRecord, ApiError> {
-    let record = state.store.read(|c| grants::for_lease(c, stored.flow.grant))?;
+    let record = state
+        .store
+        .read(|c| grants::for_lease(c, stored.flow.grant))?;
     active(&record, micros::truncate(state.clock.now()))?;
     Ok(record)
 }

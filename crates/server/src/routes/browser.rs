@@ -248,7 +248,9 @@ pub async fn flow_page(state: web::Data<AppState>, req: HttpRequest) -> HttpResp
     let secret = request_cookie(&req, FLOW_COOKIE);
     let result = run(&state, move |state| {
         let stored = current_flow(state, secret.as_deref())?;
-        let record = state.store.read(|c| grants::for_lease(c, stored.flow.grant))?;
+        let record = state
+            .store
+            .read(|c| grants::for_lease(c, stored.flow.grant))?;
         Ok((stored, record))
     })
     .await;
@@ -393,7 +395,9 @@ async fn flow_post(
             // Show the same step again with what went wrong.
             let fresh = run(&state, move |state| {
                 let again = state.store.read(|c| flows::get(c, stored.flow.id))?;
-                let record = state.store.read(|c| grants::for_lease(c, again.flow.grant))?;
+                let record = state
+                    .store
+                    .read(|c| grants::for_lease(c, again.flow.grant))?;
                 Ok((again, record))
             })
             .await;
