@@ -60,12 +60,8 @@ fn run(store: &Store, rx: &Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let result = store.write(|c| {
-            for (event, _) in &batch {
-                audit::append(c, event)?;
-            }
-            Ok(())
-        });
+        let events: Vec<NewEvent> = batch.iter().map(|(event, _)| event.clone()).collect();
+        let result = store.write(|c| audit::append_all(c, &events));
         for (_, done) in batch {
             let answer = match &result {
                 Ok(()) => Ok(()),

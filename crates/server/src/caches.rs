@@ -9,8 +9,10 @@ use linklease_grant::GrantId;
 use linklease_lease::LeaseClaims;
 use time::OffsetDateTime;
 
-/// Entries kept before a cache starts over (a crude bound; entries are cheap to rebuild).
-const MAX_ENTRIES: usize = 100_000;
+/// Tokens kept before the cache starts over (entries are cheap to rebuild).
+const MAX_ENTRIES: usize = 50_000;
+/// Payload bytes kept before the cache starts over: memory stays bounded whatever the payloads.
+const MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 
 /// Claims of tokens whose signature was verified, by SHA-256 of the token.
 #[derive(Debug, Default)]
@@ -50,22 +52,26 @@ impl TokenCache {
 /// that have ended, whose payloads no lease can read any more.
 #[derive(Debug, Default)]
 pub struct PayloadCache {
-    payloads: RwLock<HashMap<GrantId, Arc<serde_json::Value>>>,
+    payloads: RwLock<(HashMap<GrantId, Arc<serde_json::Value>>, usize)>,
 }
 
 impl PayloadCache {
     /// The cached payload of `grant`.
     pub fn get(&self, grant: GrantId) -> Option<Arc<serde_json::Value>> {
-        self.payloads.read().ok()?.get(&grant).cloned()
+        self.payloads.read().ok()?.0.get(&grant).cloned()
     }
 
-    /// Remembers a payload.
-    pub fn put(&self, grant: GrantId, payload: Arc<serde_json::Value>) {
+    /// Remembers a payload whose stored text is `bytes` long.
+    pub fn put(&self, grant: GrantId, payload: Arc<serde_json::Value>, bytes: usize) {
         if let Ok(mut guard) = self.payloads.write() {
-            if guard.len() >= MAX_ENTRIES {
-                guard.clear();
+            let (map, size) = &mut *guard;
+            if *size + bytes > MAX_PAYLOAD_BYTES {
+                map.clear();
+                *size = 0;
             }
-            guard.insert(grant, payload);
+            if map.insert(grant, payload).is_none() {
+                *size += bytes;
+            }
         }
     }
 }

@@ -60,7 +60,7 @@ pub fn read_payload(
             let parsed = std::sync::Arc::new(
                 serde_json::from_str::<serde_json::Value>(&text).map_err(ApiError::internal)?,
             );
-            state.payloads.put(grant, parsed.clone());
+            state.payloads.put(grant, parsed.clone(), text.len());
             parsed
         }
     };

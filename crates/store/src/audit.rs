@@ -161,32 +161,61 @@ pub(crate) fn start_chain(conn: &mut DbConn, chain: &str) -> Result<(), StoreErr
     Ok(())
 }
 
-/// Appends `event` to its tenant's chain (or the system chain). Call it inside the transaction
-/// that makes the change. The chain's head row is locked first, so appends to one chain are
-/// serialised while other chains proceed.
-pub fn append(conn: &mut DbConn, event: &NewEvent) -> Result<(), StoreError> {
-    let tenant = event.tenant.map(|t| t.to_string());
-    let chain = tenant.as_deref().unwrap_or(SYSTEM_CHAIN);
-    let head = audit_heads::table.filter(audit_heads::chain.eq(chain));
-    let locked = diesel::update(head)
-        .set(audit_heads::chain_seq.eq(audit_heads::chain_seq))
-        .execute(conn)?;
-    if locked == 0 {
-        // A tenant created before the chain existed: its chain starts now.
-        start_chain(conn, chain)?;
+/// Appends many events in one transaction (group commit), taking each chain's head lock once:
+/// the same chain, hash for hash, as appending them one by one in this order.
+pub fn append_all(conn: &mut DbConn, events: &[NewEvent]) -> Result<(), StoreError> {
+    let mut by_chain: Vec<(String, Vec<&NewEvent>)> = Vec::new();
+    for event in events {
+        let chain = event
+            .tenant
+            .map_or_else(|| SYSTEM_CHAIN.to_owned(), |t| t.to_string());
+        match by_chain.iter_mut().find(|(c, _)| *c == chain) {
+            Some((_, list)) => list.push(event),
+            None => by_chain.push((chain, vec![event])),
+        }
     }
-    let (last_seq, last_hash): (i64, Vec<u8>) = head
-        .select((audit_heads::chain_seq, audit_heads::hash))
-        .first(conn)?;
-    let prev: [u8; 32] = last_hash
-        .as_slice()
-        .try_into()
-        .map_err(|_| StoreError::Corrupt(format!("audit head of {chain}")))?;
+    for (chain, list) in by_chain {
+        let head = audit_heads::table.filter(audit_heads::chain.eq(&chain));
+        let locked = diesel::update(head)
+            .set(audit_heads::chain_seq.eq(audit_heads::chain_seq))
+            .execute(conn)?;
+        if locked == 0 {
+            start_chain(conn, &chain)?;
+        }
+        let (mut seq, last_hash): (i64, Vec<u8>) = head
+            .select((audit_heads::chain_seq, audit_heads::hash))
+            .first(conn)?;
+        let mut prev: [u8; 32] = last_hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("audit head of {chain}")))?;
+        for event in list {
+            seq += 1;
+            prev = insert_chained(conn, event, &chain, seq, &prev)?;
+        }
+        diesel::update(head)
+            .set((
+                audit_heads::chain_seq.eq(seq),
+                audit_heads::hash.eq(&prev[..]),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Inserts one event at position `chain_seq` after `prev`; returns its hash.
+fn insert_chained(
+    conn: &mut DbConn,
+    event: &NewEvent,
+    chain: &str,
+    chain_seq: i64,
+    prev: &[u8; 32],
+) -> Result<[u8; 32], StoreError> {
+    let tenant = event.tenant.map(|t| t.to_string());
     let at = micros::to_micros(event.at);
     let grant = event.grant.map(|g| g.to_string());
     let lease = event.lease.map(|l| l.to_string());
     let detail = event.detail.to_string();
-    let chain_seq = last_seq + 1;
     let hash = event_hash(
         chain,
         chain_seq,
@@ -200,11 +229,11 @@ pub fn append(conn: &mut DbConn, event: &NewEvent) -> Result<(), StoreError> {
             event.actor.user_agent.as_deref(),
         ],
         &detail,
-        &prev,
+        prev,
     );
     let row = EventRow {
         at,
-        tenant_id: tenant.clone(),
+        tenant_id: tenant,
         grant_id: grant,
         lease_id: lease,
         kind: event.kind.as_str(),
@@ -215,19 +244,20 @@ pub fn append(conn: &mut DbConn, event: &NewEvent) -> Result<(), StoreError> {
         detail,
         chain,
         chain_seq,
-        prev_hash: &prev,
+        prev_hash: prev,
         hash: &hash,
     };
     diesel::insert_into(audit_events::table)
         .values(&row)
         .execute(conn)?;
-    diesel::update(head)
-        .set((
-            audit_heads::chain_seq.eq(chain_seq),
-            audit_heads::hash.eq(&hash[..]),
-        ))
-        .execute(conn)?;
-    Ok(())
+    Ok(hash)
+}
+
+/// Appends `event` to its tenant's chain (or the system chain). Call it inside the transaction
+/// that makes the change. The chain's head row is locked first, so appends to one chain are
+/// serialised while other chains proceed.
+pub fn append(conn: &mut DbConn, event: &NewEvent) -> Result<(), StoreError> {
+    append_all(conn, std::slice::from_ref(event))
 }
 
 /// A stored event, as read back.

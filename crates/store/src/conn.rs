@@ -79,8 +79,7 @@ impl Backend {
 /// database consistent across power loss), foreign keys on. PostgreSQL: a statement timeout so
 /// that no request waits forever.
 const SQLITE_SETUP: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
-     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16000; \
-     PRAGMA temp_store = MEMORY;";
+     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;";
 const POSTGRES_SETUP: &str = "SET statement_timeout = '15s';";
 
 /// Makes pooled connections.

@@ -12,8 +12,9 @@ use linklease_lease::submission::SubmissionRequest;
 use linklease_lease::token::Scope;
 
 use crate::body::JsonBody;
+use crate::client_ip::{client_ip, user_agent};
 use crate::error::{ApiError, Code, Problem};
-use crate::lease_auth::{LeaseHolder, Presented};
+use crate::lease_auth::{LeaseHolder, Presented, authorize};
 use crate::lease_ops;
 use crate::routes::exchange::LeaseToken;
 use crate::routes::resource;
@@ -73,11 +74,14 @@ pub struct Completed {
 #[utoipa::path(get, path = "/v1/lease", tag = "lease", security(("lease" = [])),
     responses((status = 200, body = LeaseView),
         (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-pub async fn get(
-    state: web::Data<AppState>,
-    holder: LeaseHolder,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    // The hot path: the lease check and the read in one trip to the blocking pool.
+    let presented = Presented::of(&req)
+        .ok_or_else(|| ApiError::new(Code::LeaseInvalid, "a valid lease is required"))?;
+    let ip = client_ip(&req, &state.config.trust_proxy);
+    let user_agent = user_agent(&req);
     let view = run(&state, move |state| {
+        let holder = authorize(state, &presented, ip, user_agent)?;
         let payload = if holder.claims.allows(Scope::Read) {
             Some(lease_ops::read_payload(state, &holder)?.as_ref().clone())
         } else {
