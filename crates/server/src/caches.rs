@@ -75,3 +75,35 @@ impl PayloadCache {
         }
     }
 }
+
+/// Values that never change once stored (a grant row, a lease's issue facts, a client's address
+/// blocks), by id. Bounded by entries; rebuilt from the database on a miss.
+#[derive(Debug)]
+pub struct Immutable<K, V> {
+    entries: RwLock<HashMap<K, Arc<V>>>,
+}
+
+impl<K, V> Default for Immutable<K, V> {
+    fn default() -> Self {
+        Self {
+            entries: RwLock::default(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy, V> Immutable<K, V> {
+    /// The value for `key`, loading it with `load` on a miss.
+    pub fn get_or<E>(&self, key: K, load: impl FnOnce() -> Result<V, E>) -> Result<Arc<V>, E> {
+        if let Some(found) = self.entries.read().ok().and_then(|g| g.get(&key).cloned()) {
+            return Ok(found);
+        }
+        let value = Arc::new(load()?);
+        if let Ok(mut guard) = self.entries.write() {
+            if guard.len() >= MAX_ENTRIES {
+                guard.clear();
+            }
+            guard.insert(key, value.clone());
+        }
+        Ok(value)
+    }
+}

@@ -206,26 +206,44 @@ pub fn authorize(
     let token = presented.token.as_str();
     let claims = verify_token(state, token)?;
     let now = micros::truncate(state.clock.now());
-    let (lease, grant) = state
+    let not_found = |e: StoreError| match e {
+        StoreError::NotFound => lease_invalid(),
+        other => other.into(),
+    };
+    // One query for everything that can change; the rest never does and is cached.
+    let facts = state
         .store
-        .read(|c| {
-            let lease = leases::get(c, claims.jti)?;
-            let grant = grants::for_lease(c, lease.grant)?;
-            Ok((lease, grant))
-        })
-        .map_err(|e| match e {
-            StoreError::NotFound => lease_invalid(),
-            other => other.into(),
-        })?;
-    if lease.grant != claims.sub {
+        .read(|c| leases::facts(c, claims.jti))
+        .map_err(not_found)?;
+    if facts.grant != claims.sub {
         return Err(lease_invalid());
     }
+    let grant_row = state.grants.get_or(facts.grant, || {
+        state
+            .store
+            .read(|c| grants::for_lease(c, facts.grant).map(|r| r.grant))
+            .map_err(not_found)
+    })?;
+    let grant = GrantRecord {
+        grant: (*grant_row).clone(),
+        state: facts.state,
+        superseded_by: None,
+    };
     // The grant's status first: a holder whose last submission used the grant learns that,
     // not merely that the lease ended with it.
     match grant.status(now) {
         GrantStatus::Active => {}
         status => return Err(ApiError::grant_inactive(status)),
     }
+    let issued = state.leases.get_or(claims.jti, || {
+        state
+            .store
+            .read(|c| leases::get(c, claims.jti))
+            .map_err(not_found)
+    })?;
+    let mut lease = (*issued).clone();
+    lease.expires_at = facts.expires_at;
+    lease.ended_at = facts.ended_at;
     if !lease.is_live(now) {
         return Err(lease_invalid());
     }
@@ -238,11 +256,16 @@ pub fn authorize(
     // A partner's lease lives only as long as the partner's credentials, and only where the
     // partner may call from.
     if let Some(client) = lease.client {
-        let client = state.store.read(|c| clients::get(c, client))?;
-        if client.revoked_at.is_some() {
+        if facts.client_revoked {
             return Err(lease_invalid());
         }
-        if !ip_allowed(&client.allowed_ip_blocks, ip) {
+        let blocks = state.client_blocks.get_or(client, || {
+            state
+                .store
+                .read(|c| clients::get(c, client).map(|c| c.allowed_ip_blocks))
+                .map_err(ApiError::from)
+        })?;
+        if !ip_allowed(&blocks, ip) {
             return Err(ApiError::new(
                 Code::Forbidden,
                 "this client may not call from this address",

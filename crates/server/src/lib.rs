@@ -78,6 +78,13 @@ pub struct AppState {
     pub payloads: Arc<caches::PayloadCache>,
     /// Group commit for read events.
     pub audit_writer: Arc<audit_writer::AuditWriter>,
+    /// Grant rows (immutable), for the lease check.
+    pub grants: Arc<caches::Immutable<linklease_grant::GrantId, linklease_grant::Grant>>,
+    /// Leases as issued (their expiry and end are read on every request).
+    pub leases:
+        Arc<caches::Immutable<linklease_grant::LeaseId, linklease_store::leases::LeaseRecord>>,
+    /// Partner clients' address blocks (their revocation is read on every request).
+    pub client_blocks: Arc<caches::Immutable<linklease_grant::ClientId, Vec<IpBlock>>>,
 }
 
 impl AppState {
@@ -99,6 +106,9 @@ impl AppState {
             tokens: Arc::default(),
             payloads: Arc::default(),
             audit_writer: Arc::new(audit_writer::AuditWriter::start(store.clone())),
+            grants: Arc::default(),
+            leases: Arc::default(),
+            client_blocks: Arc::default(),
             store,
         }
     }

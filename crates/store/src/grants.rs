@@ -587,7 +587,7 @@ impl TryFrom<GrantRow> for Grant {
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = grant_state)]
-struct StateRow {
+pub(crate) struct StateRow {
     uses: i32,
     factor_failures: i32,
     otp_failures: i32,

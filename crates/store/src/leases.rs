@@ -5,7 +5,10 @@ use time::OffsetDateTime;
 
 use linklease_grant::{ClientId, FlowId, GrantId, LeaseId, TenantId, micros};
 
-use crate::schema::leases;
+use linklease_grant::GrantState;
+
+use crate::grants::StateRow;
+use crate::schema::{clients, grant_state, leases};
 use crate::{DbConn, StoreError, parse_id};
 
 /// A lease.
@@ -138,4 +141,45 @@ impl TryFrom<LeaseRow> for LeaseRecord {
             user_agent: row.user_agent,
         })
     }
+}
+
+/// What can change about a lease and its grant, read in one query for every lease request:
+/// the lease's expiry and end, the grant's state, and the partner client's revocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseFacts {
+    /// The lease's grant.
+    pub grant: GrantId,
+    /// The lease's expiry (moved by refresh).
+    pub expires_at: OffsetDateTime,
+    /// When the lease ended, if it did.
+    pub ended_at: Option<OffsetDateTime>,
+    /// The grant's mutable facts.
+    pub state: GrantState,
+    /// For a partner's lease: whether its client is revoked.
+    pub client_revoked: bool,
+}
+
+type FactsRow = (String, i64, Option<i64>, StateRow, Option<i64>);
+
+/// The mutable facts of lease `id` (one query).
+pub fn facts(conn: &mut DbConn, id: LeaseId) -> Result<LeaseFacts, StoreError> {
+    let (grant, expires_at, ended_at, state, client_revoked_at): FactsRow = leases::table
+        .inner_join(grant_state::table.on(grant_state::grant_id.eq(leases::grant_id)))
+        .left_join(clients::table.on(clients::id.nullable().eq(leases::client_id)))
+        .filter(leases::id.eq(id.to_string()))
+        .select((
+            leases::grant_id,
+            leases::expires_at,
+            leases::ended_at,
+            StateRow::as_select(),
+            clients::revoked_at.nullable(),
+        ))
+        .first(conn)?;
+    Ok(LeaseFacts {
+        grant: parse_id(&grant)?,
+        expires_at: micros::from_micros(expires_at),
+        ended_at: ended_at.map(micros::from_micros),
+        state: state.try_into()?,
+        client_revoked: client_revoked_at.is_some(),
+    })
 }
