@@ -12,7 +12,26 @@ use linklease_store::{Store, StoreError};
 /// Most events in one transaction.
 const MAX_BATCH: usize = 512;
 
-type Job = (NewEvent, SyncSender<Result<(), StoreError>>);
+/// Where a job's answer goes: a blocked thread, or an awaiting request.
+enum Done {
+    Blocking(SyncSender<Result<(), StoreError>>),
+    Awaiting(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
+}
+
+impl Done {
+    fn send(self, answer: Result<(), StoreError>) {
+        match self {
+            Done::Blocking(tx) => {
+                let _ = tx.send(answer);
+            }
+            Done::Awaiting(tx) => {
+                let _ = tx.send(answer);
+            }
+        }
+    }
+}
+
+type Job = (NewEvent, Done);
 
 /// Hands events to the writer thread.
 #[derive(Debug)]
@@ -35,18 +54,27 @@ impl AuditWriter {
         }
     }
 
+    fn submit(&self, job: Job) -> Result<(), StoreError> {
+        self.jobs
+            .lock()
+            .map_err(|_| StoreError::Unavailable("audit writer poisoned".into()))?
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("audit writer stopped".into()))
+    }
+
     /// Appends `event` and returns once it is committed. Blocks: call on a blocking thread.
     pub fn append(&self, event: NewEvent) -> Result<(), StoreError> {
         let (done, wait) = mpsc::sync_channel(1);
-        let sent = self
-            .jobs
-            .lock()
-            .map_err(|_| StoreError::Unavailable("audit writer poisoned".into()))?
-            .send((event, done));
-        if sent.is_err() {
-            return Err(StoreError::Unavailable("audit writer stopped".into()));
-        }
+        self.submit((event, Done::Blocking(done)))?;
         wait.recv()
+            .map_err(|_| StoreError::Unavailable("audit writer stopped".into()))?
+    }
+
+    /// Appends `event`; the future resolves once it is committed. Holds no thread meanwhile.
+    pub async fn append_async(&self, event: NewEvent) -> Result<(), StoreError> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.submit((event, Done::Awaiting(done)))?;
+        wait.await
             .map_err(|_| StoreError::Unavailable("audit writer stopped".into()))?
     }
 }
@@ -63,11 +91,10 @@ fn run(store: &Store, rx: &Receiver<Job>) {
         let events: Vec<NewEvent> = batch.iter().map(|(event, _)| event.clone()).collect();
         let result = store.write(|c| audit::append_all(c, &events));
         for (_, done) in batch {
-            let answer = match &result {
+            done.send(match &result {
                 Ok(()) => Ok(()),
                 Err(e) => Err(StoreError::Unavailable(e.to_string())),
-            };
-            let _ = done.send(answer);
+            });
         }
     }
 }

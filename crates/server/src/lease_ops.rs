@@ -45,35 +45,44 @@ pub fn read_payload(
     state: &AppState,
     holder: &LeaseHolder,
 ) -> Result<std::sync::Arc<serde_json::Value>, ApiError> {
-    holder.require(Scope::Read)?;
-    let now = micros::truncate(state.clock.now());
-    let grant = holder.grant.grant.id;
-    let payload = match state.payloads.get(grant) {
-        Some(payload) => payload,
-        None => {
-            let text = state
-                .store
-                .read(|c| grants::payload(c, grant))?
-                .ok_or_else(|| {
-                    ApiError::new(Code::NotFound, "the payload was removed by retention")
-                })?;
-            let parsed = std::sync::Arc::new(
-                serde_json::from_str::<serde_json::Value>(&text).map_err(ApiError::internal)?,
-            );
-            state.payloads.put(grant, parsed.clone(), text.len());
-            parsed
-        }
-    };
+    let payload = payload_of(state, holder)?;
     // Answered only once the read is on the record (group commit shares the transaction).
-    state.audit_writer.append(event(
+    state.audit_writer.append(read_event(state, holder))?;
+    Ok(payload)
+}
+
+/// The payload a lease may read (cached; the grant's payload never changes). Blocks on a miss.
+/// The caller records the read with [`read_event`] before answering.
+pub fn payload_of(
+    state: &AppState,
+    holder: &LeaseHolder,
+) -> Result<std::sync::Arc<serde_json::Value>, ApiError> {
+    holder.require(Scope::Read)?;
+    let grant = holder.grant.grant.id;
+    if let Some(payload) = state.payloads.get(grant) {
+        return Ok(payload);
+    }
+    let text = state
+        .store
+        .read(|c| grants::payload(c, grant))?
+        .ok_or_else(|| ApiError::new(Code::NotFound, "the payload was removed by retention"))?;
+    let parsed = std::sync::Arc::new(
+        serde_json::from_str::<serde_json::Value>(&text).map_err(ApiError::internal)?,
+    );
+    state.payloads.put(grant, parsed.clone(), text.len());
+    Ok(parsed)
+}
+
+/// The `payload.read` event of `holder` now.
+pub fn read_event(state: &AppState, holder: &LeaseHolder) -> NewEvent {
+    event(
         holder,
         AuditKind::PayloadRead,
         serde_json::json!({
             "payload_sha256": hex(&holder.grant.grant.payload_sha256),
         }),
-        now,
-    ))?;
-    Ok(payload)
+        micros::truncate(state.clock.now()),
+    )
 }
 
 /// The result of an accepted submission (or of its idempotent replay).

@@ -80,22 +80,29 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
         .ok_or_else(|| ApiError::new(Code::LeaseInvalid, "a valid lease is required"))?;
     let ip = client_ip(&req, &state.config.trust_proxy);
     let user_agent = user_agent(&req);
-    let view = run(&state, move |state| {
+    let (view, read) = run(&state, move |state| {
         let holder = authorize(state, &presented, ip, user_agent)?;
-        let payload = if holder.claims.allows(Scope::Read) {
-            Some(lease_ops::read_payload(state, &holder)?.as_ref().clone())
+        let (payload, read) = if holder.claims.allows(Scope::Read) {
+            let payload = lease_ops::payload_of(state, &holder)?.as_ref().clone();
+            (Some(payload), Some(lease_ops::read_event(state, &holder)))
         } else {
-            None
+            (None, None)
         };
-        Ok(LeaseView {
+        let view = LeaseView {
             grant_id: holder.grant.grant.id,
             expires_at: rfc3339(holder.lease.expires_at),
             scopes: holder.claims.scopes.clone(),
             permissions: holder.grant.grant.permissions.clone(),
             payload,
-        })
+        };
+        Ok((view, read))
     })
     .await?;
+    // The payload goes out only once its read is committed (group commit, awaited here
+    // without holding a thread).
+    if let Some(read) = read {
+        state.audit_writer.append_async(read).await?;
+    }
     Ok(HttpResponse::Ok().json(view))
 }
 
