@@ -29,6 +29,10 @@ pub use error::StoreError;
 pub struct Store {
     pool: conn::Pool,
     backend: Backend,
+    /// SQLite has one writer at a time: this process's writers queue here, on a lock that
+    /// blocks, instead of polling SQLite's busy handler (which is unfair and could starve one
+    /// writer past the busy timeout under load). Other processes still meet the busy timeout.
+    sqlite_writer: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -43,7 +47,11 @@ impl Store {
     pub fn open(url: &str, options: &PoolOptions) -> Result<Self, StoreError> {
         let backend = Backend::from_url(url)?;
         let pool = conn::build_pool(backend.clone(), options);
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            sqlite_writer: std::sync::Arc::default(),
+        })
     }
 
     /// Opens the database and applies pending migrations first.
@@ -80,6 +88,14 @@ impl Store {
         &self,
         f: impl FnOnce(&mut DbConn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        // Queue for SQLite's one write slot before taking a connection, so waiting writers do
+        // not hold connections that readers need. A poisoned lock only means another writer
+        // panicked; the database itself is intact.
+        let _turn = matches!(self.backend, Backend::Sqlite(_)).then(|| {
+            self.sqlite_writer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        });
         let mut conn = self.pool.get()?;
         match &mut *conn {
             DbConn::Sqlite(_) => {
