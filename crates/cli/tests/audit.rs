@@ -5,11 +5,13 @@
 
 use diesel::RunQueryDsl;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
+mod common;
+
+use common::Instance;
 use linklease_grant::GrantId;
 use linklease_store::testing::TestDb;
 use linklease_store::{audit, backend_tests, grants, submissions};
@@ -19,19 +21,6 @@ struct Env<'a> {
     db: &'a TestDb,
     data_dir: tempfile::TempDir,
     files: tempfile::TempDir,
-}
-
-/// A `linklease serve` process, killed when dropped.
-struct Instance {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// What the set-up made.
@@ -126,23 +115,9 @@ impl<'a> Env<'a> {
     }
 
     fn serve(&self) -> Instance {
-        let mut child = self
-            .command()
-            .args(["serve", "--bind", "127.0.0.1:0", "--rate-limit", "100000"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in {line:?}"))
-            .to_owned();
-        Instance { child, url }
+        let mut command = self.command();
+        command.args(["serve", "--bind", "127.0.0.1:0", "--rate-limit", "100000"]);
+        common::serve(command)
     }
 
     /// A tenant, an API key and a partner client made with the CLI; through a server, a grant

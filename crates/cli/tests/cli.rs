@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+mod common;
+
 use linklease_store::backend_tests;
 use linklease_store::testing::TestDb;
 
@@ -237,22 +239,12 @@ fn serve_on_a_fresh_directory_makes_everything_itself() {
     );
     check_owner_only(&dir.path().join("linklease-data"));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_linklease"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_linklease"));
+    command
         .args(["serve", "--bind", "127.0.0.1:0"])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {line:?}"))
-        .to_owned();
+        .current_dir(dir.path());
+    let server = common::serve(command);
+    let url = server.url.clone();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
@@ -268,8 +260,7 @@ fn serve_on_a_fresh_directory_makes_everything_itself() {
         .unwrap();
     let status = created.status();
     let body = created.body_mut().read_to_string().unwrap();
-    child.kill().unwrap();
-    let _ = child.wait();
+    drop(server);
     assert_eq!(status, 201, "{body}");
     assert!(body.contains(&format!("\"link\":\"{url}/l/")), "{body}");
 }

@@ -4,26 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+mod common;
+
+use common::Instance;
 use linklease_store::backend_tests;
 use linklease_store::testing::TestDb;
-
-/// A `linklease serve` process, killed when dropped.
-struct Instance {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn linklease(db: &TestDb, data_dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_linklease"));
@@ -44,22 +33,9 @@ fn json_of(cmd: &mut Command) -> Value {
 }
 
 fn serve(db: &TestDb, data_dir: &std::path::Path) -> Instance {
-    let mut child = linklease(db, data_dir)
-        .args(["serve", "--bind", "127.0.0.1:0", "--rate-limit", "1000000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {line:?}"))
-        .to_owned();
-    Instance { child, url }
+    let mut command = linklease(db, data_dir);
+    command.args(["serve", "--bind", "127.0.0.1:0", "--rate-limit", "1000000"]);
+    common::serve(command)
 }
 
 fn new_agent() -> ureq::Agent {
