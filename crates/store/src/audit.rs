@@ -253,11 +253,53 @@ fn insert_chained(
     Ok(hash)
 }
 
-/// Appends `event` to its tenant's chain (or the system chain). Call it inside the transaction
-/// that makes the change. The chain's head row is locked first, so appends to one chain are
-/// serialised while other chains proceed.
+thread_local! {
+    /// Events of the write transaction running on this thread, appended just before it commits.
+    static PENDING: std::cell::RefCell<Option<Vec<NewEvent>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Collects the events of a write transaction on this thread while it lives (see
+/// [`crate::Store::write`]); dropping it, even in a panic, stops collecting.
+pub(crate) struct Collecting;
+
+impl Collecting {
+    /// Starts collecting.
+    pub(crate) fn start() -> Self {
+        PENDING.with(|p| *p.borrow_mut() = Some(Vec::new()));
+        Collecting
+    }
+
+    /// The events collected so far; collecting stops.
+    pub(crate) fn finish(self) -> Vec<NewEvent> {
+        PENDING.with(|p| p.borrow_mut().take().unwrap_or_default())
+    }
+}
+
+impl Drop for Collecting {
+    fn drop(&mut self) {
+        PENDING.with(|p| p.borrow_mut().take());
+    }
+}
+
+/// Appends `event` to its tenant's chain (or the system chain), in the transaction that makes
+/// the change. Inside [`crate::Store::write`] the event is appended when the transaction is
+/// about to commit: the chain's head row is locked only then, as the transaction's last lock, so
+/// appends to one chain hold each other up only for that moment and never wait in a lock cycle
+/// with the rows the change itself touches. Elsewhere it is appended at once.
 pub fn append(conn: &mut DbConn, event: &NewEvent) -> Result<(), StoreError> {
-    append_all(conn, std::slice::from_ref(event))
+    let collected = PENDING.with(|p| match p.borrow_mut().as_mut() {
+        Some(pending) => {
+            pending.push(event.clone());
+            true
+        }
+        None => false,
+    });
+    if collected {
+        Ok(())
+    } else {
+        append_all(conn, std::slice::from_ref(event))
+    }
 }
 
 /// A stored event, as read back.

@@ -97,10 +97,19 @@ impl Store {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
         });
         let mut conn = self.pool.get()?;
+        // The change, then its audit events (appended last: see `audit::append`).
+        let change = |c: &mut DbConn| -> Result<T, StoreError> {
+            let collecting = audit::Collecting::start();
+            let result = f(c);
+            let events = collecting.finish();
+            let value = result?;
+            audit::append_all(c, &events)?;
+            Ok(value)
+        };
         match &mut *conn {
             DbConn::Sqlite(_) => {
                 conn.batch_execute("BEGIN IMMEDIATE")?;
-                match f(&mut conn) {
+                match change(&mut conn) {
                     Ok(value) => match conn.batch_execute("COMMIT") {
                         Ok(()) => Ok(value),
                         Err(e) => {
@@ -116,7 +125,7 @@ impl Store {
             }
             DbConn::Pg(_) => {
                 let conn: &mut DbConn = &mut conn;
-                conn.transaction(f)
+                conn.transaction(change)
             }
         }
     }
