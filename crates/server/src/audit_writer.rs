@@ -88,9 +88,9 @@ fn run(store: &Store, rx: &Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let events: Vec<NewEvent> = batch.iter().map(|(event, _)| event.clone()).collect();
+        let (events, waiting): (Vec<NewEvent>, Vec<Done>) = batch.into_iter().unzip();
         let result = store.write(|c| audit::append_all(c, &events));
-        for (_, done) in batch {
+        for done in waiting {
             done.send(match &result {
                 Ok(()) => Ok(()),
                 Err(e) => Err(StoreError::Unavailable(e.to_string())),

@@ -62,11 +62,4 @@ impl Keyring {
         };
         self.get(state, if force { Duration::ZERO } else { REFRESH })
     }
-
-    /// Forgets the cached set (after a rotation by this process).
-    pub fn invalidate(&self) {
-        if let Ok(mut guard) = self.cached.write() {
-            *guard = None;
-        }
-    }
 }

@@ -68,28 +68,55 @@ impl LeaseHolder {
     }
 }
 
-/// The CSRF token of a lease: a keyed hash of its id, so no state is kept for it.
+/// What a CSRF token is bound to: a flow (its forms) or a lease (its forms and API calls).
+#[derive(Clone, Copy, Debug)]
+pub enum CsrfScope {
+    /// A browser flow.
+    Flow,
+    /// A lease.
+    Lease,
+}
+
+impl CsrfScope {
+    fn tag(self) -> &'static [u8] {
+        match self {
+            CsrfScope::Flow => b"flow",
+            CsrfScope::Lease => b"lease",
+        }
+    }
+}
+
+/// A CSRF token: a keyed hash of the scope and id, so no state is kept for it.
+pub fn csrf_for(state: &AppState, scope: CsrfScope, id: uuid::Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(
+        state
+            .keys
+            .hash(Purpose::Csrf, &[scope.tag(), id.as_bytes()])
+            .0,
+    )
+}
+
+/// Whether `presented` is the CSRF token of `scope` and `id`, in constant time.
+pub fn csrf_valid(state: &AppState, scope: CsrfScope, id: uuid::Uuid, presented: &str) -> bool {
+    URL_SAFE_NO_PAD
+        .decode(presented)
+        .ok()
+        .and_then(|bytes| SecretHash::from_slice(&bytes))
+        .is_some_and(|hash| {
+            state
+                .keys
+                .verify(Purpose::Csrf, &[scope.tag(), id.as_bytes()], &hash)
+        })
+}
+
+/// The CSRF token of a lease.
 pub fn csrf_token(state: &AppState, lease: LeaseId) -> String {
-    URL_SAFE_NO_PAD.encode(csrf_hash(state, lease).0)
+    csrf_for(state, CsrfScope::Lease, lease.0)
 }
 
-fn csrf_hash(state: &AppState, lease: LeaseId) -> SecretHash {
-    state
-        .keys
-        .hash(Purpose::Csrf, &[b"lease", lease.0.as_bytes()])
-}
-
-/// Whether `presented` is the lease's CSRF token, in constant time.
+/// Whether `presented` (surrounding spaces ignored) is the lease's CSRF token.
 pub fn csrf_matches(state: &AppState, lease: LeaseId, presented: &str) -> bool {
-    let Ok(bytes) = URL_SAFE_NO_PAD.decode(presented.trim()) else {
-        return false;
-    };
-    let Some(presented) = SecretHash::from_slice(&bytes) else {
-        return false;
-    };
-    state
-        .keys
-        .verify(Purpose::Csrf, &[b"lease", lease.0.as_bytes()], &presented)
+    csrf_valid(state, CsrfScope::Lease, lease.0, presented.trim())
 }
 
 /// The value of cookie `name` in the request's `Cookie` header(s).

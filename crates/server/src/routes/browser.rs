@@ -7,14 +7,12 @@
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use linklease_grant::contact::mask;
-use linklease_grant::{FactorKind, FieldSpec, FieldType, FlowId, Purpose, SecretString};
+use linklease_grant::{FactorKind, FieldSpec, FieldType, FlowId, SecretString};
 use linklease_lease::cookie::{self, FLOW_COOKIE, LEASE_COOKIE};
 use linklease_lease::submission::SubmissionRequest;
 use linklease_lease::{Holder, Step};
@@ -25,7 +23,7 @@ use linklease_store::grants;
 use crate::client_ip::{client_ip, user_agent};
 use crate::error::{ApiError, Code};
 use crate::exchange::{self, Next, Visitor};
-use crate::lease_auth::{self, LeaseHolder, Presented, csrf_matches, request_cookie};
+use crate::lease_auth::{self, CsrfScope, LeaseHolder, Presented, csrf_matches, request_cookie};
 use crate::lease_ops;
 use crate::pages;
 use crate::routes::resource;
@@ -179,24 +177,11 @@ fn origin_of(url: &str) -> &str {
 }
 
 fn flow_csrf(state: &AppState, flow: FlowId) -> String {
-    URL_SAFE_NO_PAD.encode(
-        state
-            .keys
-            .hash(Purpose::Csrf, &[b"flow", flow.0.as_bytes()])
-            .0,
-    )
+    lease_auth::csrf_for(state, CsrfScope::Flow, flow.0)
 }
 
 fn flow_csrf_matches(state: &AppState, flow: FlowId, presented: &str) -> bool {
-    URL_SAFE_NO_PAD
-        .decode(presented)
-        .ok()
-        .and_then(|b| linklease_grant::SecretHash::from_slice(&b))
-        .is_some_and(|h| {
-            state
-                .keys
-                .verify(Purpose::Csrf, &[b"flow", flow.0.as_bytes()], &h)
-        })
+    lease_auth::csrf_valid(state, CsrfScope::Flow, flow.0, presented)
 }
 
 /// The flow named by the request's cookie.
