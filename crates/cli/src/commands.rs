@@ -91,10 +91,13 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Purge(args) => {
             let store = Store::open_migrated(&cli.database_url, &pool)?;
+            let _hold = store.hold_for_write()?;
             crate::audit::purge(&store, &args)
         }
         command => {
             let store = Store::open_migrated(&cli.database_url, &pool)?;
+            // A running SQLite server must not keep facts this command changes.
+            let _hold = store.hold_for_write()?;
             let keys = DataDir::open(&cli.data_dir)?.secret_keys(&SystemRandom::new())?;
             admin(&store, &keys, command)
         }
@@ -406,6 +409,9 @@ fn serve(
     .map_err(|e| fail(format!("--courier: {e}")))?;
     let keys = DataDir::open(data_dir)?.secret_keys(&SystemRandom::new())?;
     let store = Store::open_migrated(database_url, pool)?;
+    // SQLite: this server owns the file while it runs (and keeps an exact copy of the lease
+    // facts); operators' commands reach it through the lock's socket.
+    let _owned = store.serve_exclusively()?;
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));

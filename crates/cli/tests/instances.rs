@@ -1,6 +1,7 @@
 //! Several linklease processes on one database: the last allowed use of a grant is taken
 //! exactly once, however many submissions race for it, whichever instance they reach; a key
-//! rotation reaches every instance.
+//! rotation reaches every instance. On SQLite one server owns the file: a second is refused,
+//! and operators' commands reach the running server at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Value, json};
@@ -59,8 +60,9 @@ fn post(agent: &ureq::Agent, url: &str, auth: &str, body: &Value) -> (u16, Value
 }
 
 /// An operator's set-up: tenant `clinic`, an API key with every grant and submission scope,
-/// and a partner client allowed from loopback. Returns the two `Authorization` values.
-fn operator_setup(db: &TestDb, dir: &std::path::Path) -> (String, String) {
+/// and a partner client allowed from loopback. Returns the two `Authorization` values and the
+/// client's id.
+fn operator_setup(db: &TestDb, dir: &std::path::Path) -> (String, String, String) {
     json_of(linklease(db, dir).args(["tenant", "create", "clinic", "--json"]));
     let key = json_of(linklease(db, dir).args([
         "apikey",
@@ -94,15 +96,27 @@ fn operator_setup(db: &TestDb, dir: &std::path::Path) -> (String, String) {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(pair)
         ),
+        client["client_id"].as_str().unwrap().to_owned(),
     )
+}
+
+fn is_sqlite(db: &TestDb) -> bool {
+    db.url.starts_with("sqlite")
+}
+
+/// The servers a test runs: two on PostgreSQL, the one a SQLite file allows.
+fn instances(db: &TestDb, dir: &std::path::Path) -> Vec<Instance> {
+    let count = if is_sqlite(db) { 1 } else { 2 };
+    (0..count).map(|_| serve(db, dir)).collect()
 }
 
 fn two_instances_take_the_last_use_exactly_once(db: &TestDb) {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path();
-    let (key, basic) = operator_setup(db, dir);
+    let (key, basic, _) = operator_setup(db, dir);
 
-    let instances = [serve(db, dir), serve(db, dir)];
+    let instances = instances(db, dir);
+    let n = instances.len();
     let agent = new_agent();
     let (status, grant) = post(
         &agent,
@@ -117,23 +131,23 @@ fn two_instances_take_the_last_use_exactly_once(db: &TestDb) {
     assert_eq!(status, 201, "{grant}");
     let grant_id = grant["id"].as_str().unwrap().to_owned();
 
-    // Sixteen leases on the one grant, opened through both instances.
+    // Sixteen leases on the one grant, opened through every instance.
     let leases: Vec<String> = (0..16)
         .map(|i| {
-            let url = format!("{}/v1/exchange", instances[i % 2].url);
+            let url = format!("{}/v1/exchange", instances[i % n].url);
             let (status, started) = post(&agent, &url, &basic, &json!({"token": grant["token"]}));
             assert_eq!(status, 201, "{started}");
             started["lease"]["lease_token"].as_str().unwrap().to_owned()
         })
         .collect();
 
-    // 64 submissions at once, half to each instance.
+    // 64 submissions at once, spread over the instances.
     let barrier = Arc::new(Barrier::new(64));
     let urls: Vec<String> = instances.iter().map(|i| i.url.clone()).collect();
     let threads: Vec<_> = (0..64)
         .map(|i| {
             let barrier = barrier.clone();
-            let url = format!("{}/v1/lease/submissions", urls[i % 2]);
+            let url = format!("{}/v1/lease/submissions", urls[i % n]);
             let lease = format!("Bearer {}", leases[i % leases.len()]);
             std::thread::spawn(move || {
                 let agent = new_agent();
@@ -218,7 +232,7 @@ fn get_lease(agent: &ureq::Agent, url: &str, lease: &str) -> u16 {
 fn rotation_reaches_every_instance(db: &TestDb) {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path();
-    let (key, basic) = operator_setup(db, dir);
+    let (key, basic, _) = operator_setup(db, dir);
     let agent = new_agent();
     let first = serve(db, dir);
     let lease_on = |url: &str| -> String {
@@ -244,6 +258,16 @@ fn rotation_reaches_every_instance(db: &TestDb) {
     let new_kid = rotated["kid"].as_str().unwrap();
     assert_ne!(kid_of(&old), new_kid);
 
+    if is_sqlite(db) {
+        // One server per file: the rotation went through the running server's hold, and a
+        // restart signs with the new key and still accepts the old lease.
+        drop(first);
+        let restarted = serve(db, dir);
+        let new = lease_on(&restarted.url);
+        assert_eq!(kid_of(&new), new_kid);
+        assert_eq!(get_lease(&agent, &restarted.url, &old), 200);
+        return;
+    }
     // A new instance signs with the new key; the old lease still works on it.
     let second = serve(db, dir);
     let new = lease_on(&second.url);
@@ -259,3 +283,90 @@ backend_tests!(
     two_instances_take_the_last_use_exactly_once,
     rotation_reaches_every_instance
 );
+
+/// A partner lease read through a warm server (its facts copied in memory).
+fn warm_lease(agent: &ureq::Agent, url: &str, key: &str, basic: &str) -> String {
+    let (status, grant) = post(
+        agent,
+        &format!("{url}/v1/grants"),
+        key,
+        &json!({"payload": {"a": 1}}),
+    );
+    assert_eq!(status, 201, "{grant}");
+    let (status, started) = post(
+        agent,
+        &format!("{url}/v1/exchange"),
+        basic,
+        &json!({"token": grant["token"]}),
+    );
+    assert_eq!(status, 201, "{started}");
+    let lease = started["lease"]["lease_token"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        assert_eq!(get_lease(agent, url, &lease), 200);
+    }
+    lease
+}
+
+/// SQLite has one server per file: a second `serve` on it is refused with a clear message.
+#[test]
+fn a_second_server_on_one_sqlite_file_is_refused() {
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let first = serve(&db, data.path());
+    let out = linklease(&db, data.path())
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another linklease process holds this SQLite database"),
+        "{stderr}"
+    );
+    // The first one is unharmed.
+    assert_eq!(
+        new_agent()
+            .get(format!("{}/healthz", first.url))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+}
+
+/// An operator's `client revoke` on the running server's SQLite file ends the client's leases
+/// at once, although the server answers them from memory: the command holds the server (which
+/// then reads the database) until its change is committed, and the copy starts over.
+#[test]
+fn a_cli_revocation_reaches_the_running_sqlite_server_at_once() {
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path();
+    let (key, basic, client) = operator_setup(&db, dir);
+    let server = serve(&db, dir);
+    let agent = new_agent();
+    let lease = warm_lease(&agent, &server.url, &key, &basic);
+    let out = linklease(&db, dir)
+        .args(["client", "revoke", &client, "--reason", "contract ended"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(get_lease(&agent, &server.url, &lease), 401);
+    // The client's credentials are refused too.
+    let (status, grant) = post(
+        &agent,
+        &format!("{}/v1/grants", server.url),
+        &key,
+        &json!({"payload": {"a": 2}}),
+    );
+    assert_eq!(status, 201, "{grant}");
+    let (status, refused) = post(
+        &agent,
+        &format!("{}/v1/exchange", server.url),
+        &basic,
+        &json!({"token": grant["token"]}),
+    );
+    assert_eq!((status, refused["code"].as_str()), (401, Some("unauthenticated")), "{refused}");
+}
+

@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
-use linklease_store::audit::{self, NewEvent};
+use linklease_store::audit::NewEvent;
 use linklease_store::{Store, StoreError};
 
 /// Most events in one transaction.
@@ -89,7 +89,7 @@ fn run(store: &Store, rx: &Receiver<Job>) {
             }
         }
         let (events, waiting): (Vec<NewEvent>, Vec<Done>) = batch.into_iter().unzip();
-        let result = store.write(|c| audit::append_all(c, &events));
+        let result = store.append_audit(&events);
         for done in waiting {
             done.send(match &result {
                 Ok(()) => Ok(()),

@@ -1,12 +1,13 @@
-//! Caches of immutable things only: a verified lease token's claims (until its `exp`) and a
-//! grant's parsed payload. Neither can hide a revocation, a last use or a lock: those live in
-//! the lease and grant rows, which every lease request still reads.
+//! Caches of immutable things only: a verified lease token's claims (until its `exp`), a grant's
+//! payload, and rows that never change. None can hide a revocation, a last use or a lock: those
+//! are lease facts, which every lease request checks (see `lease_auth`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use linklease_grant::GrantId;
 use linklease_lease::LeaseClaims;
+use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 /// Tokens kept before the cache starts over (entries are cheap to rebuild).
@@ -48,21 +49,23 @@ impl TokenCache {
     }
 }
 
-/// Parsed payloads by grant. Payloads never change; retention removes them only from grants
-/// that have ended, whose payloads no lease can read any more.
+/// Payloads by grant, as their stored JSON text (checked to be JSON once): a read copies the
+/// text into the answer without parsing or re-serialising it. Payloads never change; retention
+/// removes them only from grants that have ended, whose payloads no lease can read any more.
 #[derive(Debug, Default)]
 pub struct PayloadCache {
-    payloads: RwLock<(HashMap<GrantId, Arc<serde_json::Value>>, usize)>,
+    payloads: RwLock<(HashMap<GrantId, Arc<RawValue>>, usize)>,
 }
 
 impl PayloadCache {
     /// The cached payload of `grant`.
-    pub fn get(&self, grant: GrantId) -> Option<Arc<serde_json::Value>> {
+    pub fn get(&self, grant: GrantId) -> Option<Arc<RawValue>> {
         self.payloads.read().ok()?.0.get(&grant).cloned()
     }
 
-    /// Remembers a payload whose stored text is `bytes` long.
-    pub fn put(&self, grant: GrantId, payload: Arc<serde_json::Value>, bytes: usize) {
+    /// Remembers a payload.
+    pub fn put(&self, grant: GrantId, payload: Arc<RawValue>) {
+        let bytes = payload.get().len();
         if let Ok(mut guard) = self.payloads.write() {
             let (map, size) = &mut *guard;
             if *size + bytes > MAX_PAYLOAD_BYTES {
@@ -92,9 +95,14 @@ impl<K, V> Default for Immutable<K, V> {
 }
 
 impl<K: std::hash::Hash + Eq + Copy, V> Immutable<K, V> {
+    /// The value for `key` if it is cached.
+    pub fn peek(&self, key: K) -> Option<Arc<V>> {
+        self.entries.read().ok()?.get(&key).cloned()
+    }
+
     /// The value for `key`, loading it with `load` on a miss.
     pub fn get_or<E>(&self, key: K, load: impl FnOnce() -> Result<V, E>) -> Result<Arc<V>, E> {
-        if let Some(found) = self.entries.read().ok().and_then(|g| g.get(&key).cloned()) {
+        if let Some(found) = self.peek(key) {
             return Ok(found);
         }
         let value = Arc::new(load()?);

@@ -1,7 +1,9 @@
 //! Lease holders: `Authorization: Bearer <lease token>`, or the `__Host-ll_lease` cookie plus
-//! an `X-CSRF-Token` header bound to the lease. Every request checks the database: the lease
-//! must not have ended and its grant must be active, so a revocation, a last use or a lock
-//! stops every lease at once on every instance. Only the key set is cached.
+//! an `X-CSRF-Token` header bound to the lease. Every request checks the lease's facts: the
+//! lease must not have ended and its grant must be active, so a revocation, a last use or a
+//! lock stops every lease at once. On PostgreSQL (several instances) the facts come from the
+//! database on every request; a single SQLite server keeps an exact in-process copy (see
+//! `linklease_store::live`). Verified tokens, the key set and immutable rows are cached.
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, web};
@@ -222,35 +224,88 @@ fn verify_signature(
     })
 }
 
-/// Checks a presented lease fully: signature, lease row, grant status, addresses, the partner
-/// client, and the CSRF header of a cookie. Blocks.
+/// Where a lease check may look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Only what is already in memory (a verified token, the single-node copy of the facts,
+    /// the immutable rows): no I/O and no signature check, so it may run on an async worker.
+    /// Anything missing makes the check answer "not decided here".
+    InMemory,
+    /// The database and the signature too, as needed. Blocks.
+    Anywhere,
+}
+
+/// `cached`, or with [`Lookup::Anywhere`] what `load` finds; `None` when the value is not in
+/// memory and may not be loaded.
+fn fetch<T>(
+    cached: Option<T>,
+    lookup: Lookup,
+    load: impl FnOnce() -> Result<T, ApiError>,
+) -> Result<Option<T>, ApiError> {
+    match (cached, lookup) {
+        (Some(value), _) => Ok(Some(value)),
+        (None, Lookup::Anywhere) => load().map(Some),
+        (None, Lookup::InMemory) => Ok(None),
+    }
+}
+
+/// Checks a presented lease fully: signature, lease facts, grant status, addresses, the
+/// partner client, and the CSRF header of a cookie. Blocks.
 pub fn authorize(
     state: &AppState,
     presented: &Presented,
     ip: Option<IpAddr>,
     user_agent: Option<String>,
 ) -> Result<LeaseHolder, ApiError> {
+    authorize_with(state, presented, ip, user_agent, Lookup::Anywhere)?
+        .ok_or_else(|| ApiError::internal("a full lease check left a lookup undone"))
+}
+
+/// The same check as [`authorize`], looking only where `lookup` allows: `Ok(None)` means it
+/// could not decide without I/O (run it again with [`Lookup::Anywhere`] on a blocking thread).
+/// Every decision it does make is the one [`authorize`] would make.
+pub fn authorize_with(
+    state: &AppState,
+    presented: &Presented,
+    ip: Option<IpAddr>,
+    user_agent: Option<String>,
+    lookup: Lookup,
+) -> Result<Option<LeaseHolder>, ApiError> {
     let token = presented.token.as_str();
-    let claims = verify_token(state, token)?;
-    let now = micros::truncate(state.clock.now());
+    let now = state.clock.now();
+    let Some(claims) = fetch(state.tokens.get(token, now), lookup, || {
+        verify_token(state, token)
+    })?
+    else {
+        return Ok(None);
+    };
+    let now = micros::truncate(now);
     let not_found = |e: StoreError| match e {
         StoreError::NotFound => lease_invalid(),
         other => other.into(),
     };
-    // One query for everything that can change; the rest never does and is cached.
-    let facts = state
-        .store
-        .read(|c| leases::facts(c, claims.jti))
-        .map_err(not_found)?;
+    // What can change: from the single-node copy, else one query.
+    let Some(facts) = fetch(state.store.cached_lease_facts(claims.jti), lookup, || {
+        state.store.lease_facts(claims.jti).map_err(not_found)
+    })?
+    else {
+        return Ok(None);
+    };
     if facts.grant != claims.sub {
         return Err(lease_invalid());
     }
-    let grant_row = state.grants.get_or(facts.grant, || {
-        state
-            .store
-            .read(|c| grants::for_lease(c, facts.grant).map(|r| r.grant))
-            .map_err(not_found)
-    })?;
+    // What never changes: cached.
+    let Some(grant_row) = fetch(state.grants.peek(facts.grant), lookup, || {
+        state.grants.get_or(facts.grant, || {
+            state
+                .store
+                .read(|c| grants::for_lease(c, facts.grant).map(|r| r.grant))
+                .map_err(not_found)
+        })
+    })?
+    else {
+        return Ok(None);
+    };
     let grant = GrantRecord {
         grant: (*grant_row).clone(),
         state: facts.state,
@@ -262,12 +317,17 @@ pub fn authorize(
         GrantStatus::Active => {}
         status => return Err(ApiError::grant_inactive(status)),
     }
-    let issued = state.leases.get_or(claims.jti, || {
-        state
-            .store
-            .read(|c| leases::get(c, claims.jti))
-            .map_err(not_found)
-    })?;
+    let Some(issued) = fetch(state.leases.peek(claims.jti), lookup, || {
+        state.leases.get_or(claims.jti, || {
+            state
+                .store
+                .read(|c| leases::get(c, claims.jti))
+                .map_err(not_found)
+        })
+    })?
+    else {
+        return Ok(None);
+    };
     let mut lease = (*issued).clone();
     lease.expires_at = facts.expires_at;
     lease.ended_at = facts.ended_at;
@@ -286,12 +346,17 @@ pub fn authorize(
         if facts.client_revoked {
             return Err(lease_invalid());
         }
-        let blocks = state.client_blocks.get_or(client, || {
-            state
-                .store
-                .read(|c| clients::get(c, client).map(|c| c.allowed_ip_blocks))
-                .map_err(ApiError::from)
-        })?;
+        let Some(blocks) = fetch(state.client_blocks.peek(client), lookup, || {
+            state.client_blocks.get_or(client, || {
+                state
+                    .store
+                    .read(|c| clients::get(c, client).map(|c| c.allowed_ip_blocks))
+                    .map_err(ApiError::from)
+            })
+        })?
+        else {
+            return Ok(None);
+        };
         if !ip_allowed(&blocks, ip) {
             return Err(ApiError::new(
                 Code::Forbidden,
@@ -300,14 +365,14 @@ pub fn authorize(
         }
     }
     presented.check_csrf(state, lease.id)?;
-    Ok(LeaseHolder {
+    Ok(Some(LeaseHolder {
         claims,
         lease,
         grant,
         ip,
         user_agent,
         from_cookie: presented.from_cookie,
-    })
+    }))
 }
 
 impl FromRequest for LeaseHolder {

@@ -11,6 +11,8 @@ use linklease_store::grants;
 use linklease_store::leases;
 use linklease_store::submissions::{self, SubmissionRecord};
 use linklease_store::{DbConn, StoreError};
+use serde_json::value::RawValue;
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 use crate::AppState;
@@ -41,22 +43,17 @@ fn event(
 }
 
 /// The payload, recording `payload.read` (committed before it is returned). Blocks.
-pub fn read_payload(
-    state: &AppState,
-    holder: &LeaseHolder,
-) -> Result<std::sync::Arc<serde_json::Value>, ApiError> {
+pub fn read_payload(state: &AppState, holder: &LeaseHolder) -> Result<Arc<RawValue>, ApiError> {
     let payload = payload_of(state, holder)?;
     // Answered only once the read is on the record (group commit shares the transaction).
     state.audit_writer.append(read_event(state, holder))?;
     Ok(payload)
 }
 
-/// The payload a lease may read (cached; the grant's payload never changes). Blocks on a miss.
-/// The caller records the read with [`read_event`] before answering.
-pub fn payload_of(
-    state: &AppState,
-    holder: &LeaseHolder,
-) -> Result<std::sync::Arc<serde_json::Value>, ApiError> {
+/// The payload a lease may read, as its stored JSON text (cached; the grant's payload never
+/// changes). Blocks on a miss. The caller records the read with [`read_event`] before
+/// answering.
+pub fn payload_of(state: &AppState, holder: &LeaseHolder) -> Result<Arc<RawValue>, ApiError> {
     holder.require(Scope::Read)?;
     let grant = holder.grant.grant.id;
     if let Some(payload) = state.payloads.get(grant) {
@@ -66,11 +63,11 @@ pub fn payload_of(
         .store
         .read(|c| grants::payload(c, grant))?
         .ok_or_else(|| ApiError::new(Code::NotFound, "the payload was removed by retention"))?;
-    let parsed = std::sync::Arc::new(
-        serde_json::from_str::<serde_json::Value>(&text).map_err(ApiError::internal)?,
-    );
-    state.payloads.put(grant, parsed.clone(), text.len());
-    Ok(parsed)
+    let payload: Arc<RawValue> = RawValue::from_string(text)
+        .map_err(ApiError::internal)?
+        .into();
+    state.payloads.put(grant, payload.clone());
+    Ok(payload)
 }
 
 /// The `payload.read` event of `holder` now.

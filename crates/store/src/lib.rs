@@ -9,6 +9,7 @@ mod error;
 pub mod flows;
 pub mod grants;
 pub mod leases;
+mod live;
 pub mod migrate;
 pub mod purge;
 pub mod schema;
@@ -23,6 +24,7 @@ use diesel::connection::SimpleConnection;
 
 pub use conn::{Backend, DbConn, PoolOptions};
 pub use error::StoreError;
+pub use live::{ServeLock, WriteHold};
 
 /// The database: a pool of connections to one backend.
 #[derive(Clone)]
@@ -33,6 +35,8 @@ pub struct Store {
     /// blocks, instead of polling SQLite's busy handler (which is unfair and could starve one
     /// writer past the busy timeout under load). Other processes still meet the busy timeout.
     sqlite_writer: std::sync::Arc<std::sync::Mutex<()>>,
+    /// The single-node copy of lease facts (off unless this process serves a SQLite file).
+    live: std::sync::Arc<live::LiveFacts>,
 }
 
 impl std::fmt::Debug for Store {
@@ -51,6 +55,7 @@ impl Store {
             pool,
             backend,
             sqlite_writer: std::sync::Arc::default(),
+            live: std::sync::Arc::default(),
         })
     }
 
@@ -79,12 +84,45 @@ impl Store {
         f(&mut conn)
     }
 
+    /// The mutable facts of lease `id`: from the single-node copy when it holds them (see
+    /// [`Store::serve_exclusively`]), else from the database. Blocks on a miss.
+    pub fn lease_facts(&self, id: linklease_grant::LeaseId) -> Result<leases::LeaseFacts, StoreError> {
+        if let Some(facts) = self.live.get(id) {
+            return Ok(facts);
+        }
+        let epoch = self.live.before_query();
+        let facts = self.read(|c| leases::facts(c, id))?;
+        self.live.keep(id, epoch, &facts);
+        Ok(facts)
+    }
+
+    /// The facts of lease `id` if the single-node copy holds them; never blocks.
+    pub fn cached_lease_facts(&self, id: linklease_grant::LeaseId) -> Option<leases::LeaseFacts> {
+        self.live.get(id)
+    }
+
     /// Runs `f` in one transaction: all of it commits, or none of it does. Blocks.
     ///
     /// SQLite starts with `BEGIN IMMEDIATE`, taking the write lock up front: two deferred
     /// transactions that both upgrade to writing would otherwise fail with `SQLITE_BUSY`
     /// without waiting for the busy timeout.
     pub fn write<T>(
+        &self,
+        f: impl FnOnce(&mut DbConn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = self.transact(f);
+        // Whatever it changed, no fact copied before it is valid any more.
+        self.live.changed();
+        result
+    }
+
+    /// Appends audit events in one transaction (group commit of reads). It changes no lease
+    /// or grant fact, so the single-node copy stays valid. Blocks.
+    pub fn append_audit(&self, events: &[audit::NewEvent]) -> Result<(), StoreError> {
+        self.transact(|c| audit::append_all(c, events))
+    }
+
+    fn transact<T>(
         &self,
         f: impl FnOnce(&mut DbConn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {

@@ -458,7 +458,11 @@ async fn render_view(
     let csrf = lease_auth::csrf_token(state, holder.lease.id);
     let permissions = holder.grant.grant.permissions.clone();
     let payload = if permissions.read {
-        match run(state, move |state| lease_ops::read_payload(state, &holder)).await {
+        let read = run(state, move |state| {
+            let raw = lease_ops::read_payload(state, &holder)?;
+            serde_json::from_str::<Value>(raw.get()).map_err(ApiError::internal)
+        });
+        match read.await {
             Ok(payload) => Some(payload),
             Err(e) => return error_page(&e),
         }
@@ -467,7 +471,7 @@ async fn render_view(
     };
     html(
         status,
-        pages::view(payload.as_deref(), &permissions, &csrf, &form),
+        pages::view(payload.as_ref(), &permissions, &csrf, &form),
     )
 }
 

@@ -31,6 +31,9 @@ pub struct TestServer {
     agent: ureq::Agent,
     /// Holds the outbox file the courier writes codes to.
     outbox: tempfile::TempDir,
+    /// SQLite: this server owns the file, as `linklease serve` does (the single-node copy of
+    /// lease facts is on, so every test also checks it).
+    _serving: Option<linklease_store::ServeLock>,
 }
 
 /// An answer.
@@ -109,6 +112,7 @@ impl TestServer {
         listener: Option<std::net::TcpListener>,
     ) -> Self {
         capture_logs();
+        let serving = store.serve_exclusively().unwrap();
         let outbox = tempfile::tempdir().unwrap();
         let courier = courier.unwrap_or_else(|| {
             linklease_courier::from_spec(
@@ -165,6 +169,7 @@ impl TestServer {
             thread: Some(thread),
             agent,
             outbox,
+            _serving: serving,
         }
     }
 
