@@ -351,7 +351,11 @@ fn a_cli_revocation_reaches_the_running_sqlite_server_at_once() {
         .args(["client", "revoke", &client, "--reason", "contract ended"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(get_lease(&agent, &server.url, &lease), 401);
     // The client's credentials are refused too.
     let (status, grant) = post(
@@ -367,6 +371,9 @@ fn a_cli_revocation_reaches_the_running_sqlite_server_at_once() {
         &basic,
         &json!({"token": grant["token"]}),
     );
-    assert_eq!((status, refused["code"].as_str()), (401, Some("unauthenticated")), "{refused}");
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (401, Some("unauthenticated")),
+        "{refused}"
+    );
 }
-

@@ -131,7 +131,7 @@ pub struct NewEvent {
 }
 
 #[derive(Insertable)]
-#[diesel(table_name = audit_events)]
+#[diesel(table_name = audit_events, treat_none_as_default_value = false)]
 struct EventRow<'a> {
     at: i64,
     tenant_id: Option<String>,
@@ -145,9 +145,13 @@ struct EventRow<'a> {
     detail: String,
     chain: &'a str,
     chain_seq: i64,
-    prev_hash: &'a [u8],
-    hash: &'a [u8],
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
 }
+
+/// Rows per multi-row `INSERT` (14 parameters each: well under SQLite's and PostgreSQL's
+/// limits on parameters per statement).
+const INSERT_CHUNK: usize = 256;
 
 /// Creates the (empty) chain of a new tenant. Call in the tenant's creating transaction.
 pub(crate) fn start_chain(conn: &mut DbConn, chain: &str) -> Result<(), StoreError> {
@@ -189,9 +193,22 @@ pub fn append_all(conn: &mut DbConn, events: &[NewEvent]) -> Result<(), StoreErr
             .as_slice()
             .try_into()
             .map_err(|_| StoreError::Corrupt(format!("audit head of {chain}")))?;
-        for event in list {
-            seq += 1;
-            prev = insert_chained(conn, event, &chain, seq, &prev)?;
+        let rows: Vec<EventRow<'_>> = list
+            .into_iter()
+            .map(|event| {
+                seq += 1;
+                let row = chained_row(event, &chain, seq, &prev);
+                prev.copy_from_slice(&row.hash);
+                row
+            })
+            .collect();
+        // Multi-row inserts are typed per backend (diesel's MultiConnection has none).
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let insert = diesel::insert_into(audit_events::table).values(chunk);
+            match conn {
+                DbConn::Sqlite(c) => insert.execute(c)?,
+                DbConn::Pg(c) => insert.execute(c)?,
+            };
         }
         diesel::update(head)
             .set((
@@ -203,14 +220,13 @@ pub fn append_all(conn: &mut DbConn, events: &[NewEvent]) -> Result<(), StoreErr
     Ok(())
 }
 
-/// Inserts one event at position `chain_seq` after `prev`; returns its hash.
-fn insert_chained(
-    conn: &mut DbConn,
-    event: &NewEvent,
-    chain: &str,
+/// The row of `event` at position `chain_seq` after `prev`, with its hash.
+fn chained_row<'a>(
+    event: &'a NewEvent,
+    chain: &'a str,
     chain_seq: i64,
     prev: &[u8; 32],
-) -> Result<[u8; 32], StoreError> {
+) -> EventRow<'a> {
     let tenant = event.tenant.map(|t| t.to_string());
     let at = micros::to_micros(event.at);
     let grant = event.grant.map(|g| g.to_string());
@@ -231,7 +247,7 @@ fn insert_chained(
         &detail,
         prev,
     );
-    let row = EventRow {
+    EventRow {
         at,
         tenant_id: tenant,
         grant_id: grant,
@@ -244,13 +260,9 @@ fn insert_chained(
         detail,
         chain,
         chain_seq,
-        prev_hash: prev,
-        hash: &hash,
-    };
-    diesel::insert_into(audit_events::table)
-        .values(&row)
-        .execute(conn)?;
-    Ok(hash)
+        prev_hash: prev.to_vec(),
+        hash: hash.to_vec(),
+    }
 }
 
 thread_local! {

@@ -76,13 +76,16 @@ impl Backend {
 
 /// Per-connection settings. SQLite: busy timeout first (so that switching to WAL waits rather
 /// than failing), WAL, `synchronous=NORMAL` (durable across process crashes; WAL keeps the
-/// database consistent across power loss), foreign keys on, and the file memory-mapped: in WAL
-/// mode a connection drops its page cache whenever another one has committed, which under load
-/// is every read, and mapped pages are then read without a copy. PostgreSQL: a statement timeout so
+/// database consistent across power loss), foreign keys on. The WAL is copied back into
+/// the file (checkpointed) by a background thread while a server runs (see `live`); the
+/// committing connection does it only past 4,096 pages, as a backstop. PostgreSQL: a statement timeout so
 /// that no request waits forever.
 const SQLITE_SETUP: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; \
-     PRAGMA mmap_size = 268435456;";
+     PRAGMA wal_autocheckpoint = 16384;";
+/// The SQLite writer's connection also keeps a bigger page cache (16 MiB): it is the one that
+/// walks the indexes on every write, and nothing else invalidates its cache.
+pub(crate) const SQLITE_WRITER_SETUP: &str = "PRAGMA cache_size = -16384;";
 const POSTGRES_SETUP: &str = "SET statement_timeout = '15s';";
 
 /// Makes pooled connections.
@@ -115,11 +118,25 @@ struct Setup;
 
 impl CustomizeConnection<DbConn, r2d2::Error> for Setup {
     fn on_acquire(&self, conn: &mut DbConn) -> Result<(), r2d2::Error> {
-        let sql = match conn {
-            DbConn::Sqlite(_) => SQLITE_SETUP,
-            DbConn::Pg(_) => POSTGRES_SETUP,
-        };
-        conn.batch_execute(sql).map_err(r2d2::Error::QueryError)
+        conn.batch_execute(setup_sql(conn))
+            .map_err(r2d2::Error::QueryError)
+    }
+}
+
+/// A new connection outside the pool, with the pool's settings.
+pub(crate) fn establish_set_up(backend: &Backend) -> Result<DbConn, StoreError> {
+    let mut conn = backend
+        .establish()
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    conn.batch_execute(setup_sql(&conn))?;
+    Ok(conn)
+}
+
+/// The settings every new connection gets.
+pub(crate) fn setup_sql(conn: &DbConn) -> &'static str {
+    match conn {
+        DbConn::Sqlite(_) => SQLITE_SETUP,
+        DbConn::Pg(_) => POSTGRES_SETUP,
     }
 }
 

@@ -34,7 +34,10 @@ pub struct Store {
     /// SQLite has one writer at a time: this process's writers queue here, on a lock that
     /// blocks, instead of polling SQLite's busy handler (which is unfair and could starve one
     /// writer past the busy timeout under load). Other processes still meet the busy timeout.
-    sqlite_writer: std::sync::Arc<std::sync::Mutex<()>>,
+    /// Behind the lock is the one connection this process writes with: its page cache stays
+    /// valid from one write to the next (a pooled connection's is dropped whenever another
+    /// connection has committed).
+    sqlite_writer: std::sync::Arc<std::sync::Mutex<Option<DbConn>>>,
     /// The single-node copy of lease facts (off unless this process serves a SQLite file).
     live: std::sync::Arc<live::LiveFacts>,
 }
@@ -86,7 +89,10 @@ impl Store {
 
     /// The mutable facts of lease `id`: from the single-node copy when it holds them (see
     /// [`Store::serve_exclusively`]), else from the database. Blocks on a miss.
-    pub fn lease_facts(&self, id: linklease_grant::LeaseId) -> Result<leases::LeaseFacts, StoreError> {
+    pub fn lease_facts(
+        &self,
+        id: linklease_grant::LeaseId,
+    ) -> Result<leases::LeaseFacts, StoreError> {
         if let Some(facts) = self.live.get(id) {
             return Ok(facts);
         }
@@ -126,44 +132,45 @@ impl Store {
         &self,
         f: impl FnOnce(&mut DbConn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        // Queue for SQLite's one write slot before taking a connection, so waiting writers do
-        // not hold connections that readers need. A poisoned lock only means another writer
-        // panicked; the database itself is intact.
-        let _turn = matches!(self.backend, Backend::Sqlite(_)).then(|| {
-            self.sqlite_writer
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-        });
-        let mut conn = self.pool.get()?;
-        // The change, then its audit events (appended last: see `audit::append`).
-        let change = |c: &mut DbConn| -> Result<T, StoreError> {
-            let collecting = audit::Collecting::start();
-            let result = f(c);
-            let events = collecting.finish();
-            let value = result?;
-            audit::append_all(c, &events)?;
-            Ok(value)
-        };
-        match &mut *conn {
-            DbConn::Sqlite(_) => {
-                conn.batch_execute("BEGIN IMMEDIATE")?;
-                match change(&mut conn) {
-                    Ok(value) => match conn.batch_execute("COMMIT") {
-                        Ok(()) => Ok(value),
-                        Err(e) => {
-                            let _ = conn.batch_execute("ROLLBACK");
-                            Err(e.into())
-                        }
-                    },
-                    Err(e) => {
-                        conn.batch_execute("ROLLBACK")?;
-                        Err(e)
+        match self.backend {
+            Backend::Sqlite(_) => {
+                // Queue for SQLite's one write slot. A poisoned lock only means another
+                // writer panicked; the database itself is intact.
+                let mut writer = self
+                    .sqlite_writer
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let conn = match writer.take() {
+                    Some(conn) => writer.insert(conn),
+                    None => {
+                        let mut conn = conn::establish_set_up(&self.backend)?;
+                        conn.batch_execute(conn::SQLITE_WRITER_SETUP)?;
+                        writer.insert(conn)
                     }
+                };
+                conn.batch_execute("BEGIN IMMEDIATE")?;
+                let result = match with_events(conn, f) {
+                    Ok(value) => conn.batch_execute("COMMIT").map(|()| value).map_err(|e| {
+                        let _ = conn.batch_execute("ROLLBACK");
+                        StoreError::from(e)
+                    }),
+                    Err(e) => conn
+                        .batch_execute("ROLLBACK")
+                        .map_err(StoreError::from)
+                        .and(Err(e)),
+                };
+                if diesel::r2d2::R2D2Connection::is_broken(conn)
+                    || matches!(result, Err(StoreError::Unavailable(_)))
+                {
+                    // Start afresh next time rather than reuse a connection in doubt.
+                    *writer = None;
                 }
+                result
             }
-            DbConn::Pg(_) => {
+            Backend::Postgres(_) => {
+                let mut conn = self.pool.get()?;
                 let conn: &mut DbConn = &mut conn;
-                conn.transaction(change)
+                conn.transaction(|c| with_events(c, f))
             }
         }
     }
@@ -183,4 +190,17 @@ impl Store {
 pub(crate) fn parse_id<T: std::str::FromStr>(s: &str) -> Result<T, StoreError> {
     s.parse()
         .map_err(|_| StoreError::Corrupt(format!("malformed id {s:?}")))
+}
+
+/// Runs `f`, then appends the audit events it recorded (last: see `audit::append`).
+fn with_events<T>(
+    conn: &mut DbConn,
+    f: impl FnOnce(&mut DbConn) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let collecting = audit::Collecting::start();
+    let result = f(conn);
+    let events = collecting.finish();
+    let value = result?;
+    audit::append_all(conn, &events)?;
+    Ok(value)
 }

@@ -24,8 +24,8 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use linklease_grant::LeaseId;
@@ -37,6 +37,8 @@ use crate::{Backend, Store, StoreError};
 const MAX_FACTS: usize = 200_000;
 /// How long an operator's command waits for a server's answer or for the lock.
 const HOLD_WAIT: Duration = Duration::from_secs(10);
+/// How often a serving process checkpoints the WAL.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(1000);
 /// How long a starting server waits for an operator's command to finish.
 const SERVE_WAIT: Duration = Duration::from_secs(3);
 
@@ -204,11 +206,39 @@ impl Store {
             .map_err(|e| StoreError::Unavailable(format!("cannot start: {e}")))?;
         self.live.changed();
         self.live.enabled.store(true, Ordering::Release);
+        if let Err(e) = self.start_checkpointer() {
+            self.live.enabled.store(false, Ordering::Release);
+            return Err(e);
+        }
         Ok(Some(ServeLock {
             _lock: lock,
             socket: socket_path,
             live: self.live.clone(),
         }))
+    }
+
+    /// Copies the WAL back into the database file every [`CHECKPOINT_EVERY`] on a thread of
+    /// its own (passive: it never blocks readers or the writer), so that commits do not.
+    /// The thread ends with the server's claim.
+    fn start_checkpointer(&self) -> Result<(), StoreError> {
+        use diesel::connection::SimpleConnection;
+        let mut conn = crate::conn::establish_set_up(&self.backend)?;
+        let live = self.live.clone();
+        std::thread::Builder::new()
+            .name("linklease-checkpoint".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    if !live.enabled.load(Ordering::Acquire) {
+                        break;
+                    }
+                    if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)") {
+                        log::warn!("WAL checkpoint failed: {e}");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start: {e}")))?;
+        Ok(())
     }
 
     /// Takes a hold for an operator's write (see the module docs). Keep it until the change is

@@ -1019,6 +1019,80 @@ fn signing_keys_are_sealed_shared_and_rotate(db: &TestDb) {
     assert_eq!(rotated, 4);
 }
 
+// 7. The single-node copy of lease facts
+
+/// A SQLite server's in-process copy of lease facts is exactly as fresh as the database: its
+/// own writes drop it, audit appends keep it, and another process's hold sends every check to
+/// the database until the hold ends.
+#[test]
+fn the_single_node_copy_of_lease_facts_stays_exact() {
+    let db = TestDb::sqlite();
+    let issuer = tenant(&db, "clinic");
+    let (grant_id, lease) = leased_grant(&db, issuer);
+    // Off until the store serves the file.
+    db.store.lease_facts(lease).unwrap();
+    assert_eq!(db.store.cached_lease_facts(lease), None);
+    let serving = db.store.serve_exclusively().unwrap();
+    assert!(serving.is_some());
+    let first = db.store.lease_facts(lease).unwrap();
+    assert_eq!(db.store.cached_lease_facts(lease), Some(first.clone()));
+
+    // Appending read events changes no fact and keeps the copy.
+    let read = audit::NewEvent {
+        at: NOW,
+        tenant: Some(issuer.tenant),
+        grant: Some(grant_id),
+        lease: Some(lease),
+        kind: audit::AuditKind::PayloadRead,
+        actor: Actor::system(),
+        detail: json!({}),
+    };
+    db.store.append_audit(std::slice::from_ref(&read)).unwrap();
+    assert_eq!(db.store.cached_lease_facts(lease), Some(first.clone()));
+
+    // Any write drops it; the next check reads the change.
+    let later = NOW + Duration::minutes(20);
+    assert!(db.store.write(|c| leases::extend(c, lease, later)).unwrap());
+    assert_eq!(db.store.cached_lease_facts(lease), None);
+    assert_eq!(db.store.lease_facts(lease).unwrap().expires_at, later);
+    assert!(db.store.cached_lease_facts(lease).is_some());
+
+    // Another process (here: another pool on the file) changes a fact under a hold: while it
+    // lasts nothing is answered from the copy, and afterwards the change is seen.
+    let other = linklease_store::Store::open(&db.url, &Default::default()).unwrap();
+    let hold = other.hold_for_write().unwrap();
+    assert!(matches!(hold, linklease_store::WriteHold::Server(_)));
+    assert_eq!(db.store.cached_lease_facts(lease), None);
+    assert!(
+        other
+            .write(|c| leases::end(c, lease, "operator", later))
+            .unwrap()
+    );
+    assert_eq!(db.store.lease_facts(lease).unwrap().ended_at, Some(later));
+    drop(hold);
+    assert_eq!(db.store.lease_facts(lease).unwrap().ended_at, Some(later));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while db.store.cached_lease_facts(lease).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy never resumed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        db.store.lease_facts(lease).unwrap();
+    }
+    assert_eq!(
+        db.store.cached_lease_facts(lease).unwrap().ended_at,
+        Some(later)
+    );
+
+    // Without a server, a hold is the lock itself, and a server waits for it.
+    drop(serving);
+    let hold = other.hold_for_write().unwrap();
+    assert!(matches!(hold, linklease_store::WriteHold::Locked(_)));
+    drop(hold);
+    assert!(db.store.serve_exclusively().unwrap().is_some());
+}
+
 backend_tests!(
     flows_round_trip_and_save_is_compare_and_set,
     take_use_race_gives_exactly_max_uses,

@@ -83,16 +83,11 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
     let user_agent = user_agent(&req);
     // The hot path: with everything in memory (a single SQLite server, warm), the check and
     // the answer are made right here; otherwise in one trip to the blocking pool.
-    let in_memory = match authorize_with(
-        &state,
-        &presented,
-        ip,
-        user_agent.clone(),
-        Lookup::InMemory,
-    )? {
-        Some(holder) => lease_view(&state, &holder, Lookup::InMemory)?,
-        None => None,
-    };
+    let in_memory =
+        match authorize_with(&state, &presented, ip, user_agent.clone(), Lookup::InMemory)? {
+            Some(holder) => lease_view(&state, &holder, Lookup::InMemory)?,
+            None => None,
+        };
     let (body, read) = match in_memory {
         Some(answer) => answer,
         None => {
@@ -114,13 +109,16 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
         .body(body))
 }
 
-/// The body of `GET /v1/lease` and the `payload.read` event to commit before sending it;
-/// `None` if the payload is not in memory and `lookup` forbids loading it.
+/// The body of `GET /v1/lease`, and the `payload.read` event to commit before sending it.
+type ViewAnswer = (Vec<u8>, Option<NewEvent>);
+
+/// The answer to `GET /v1/lease`; `None` if the payload is not in memory and `lookup` forbids
+/// loading it.
 fn lease_view(
     state: &AppState,
     holder: &LeaseHolder,
     lookup: Lookup,
-) -> Result<Option<(Vec<u8>, Option<NewEvent>)>, ApiError> {
+) -> Result<Option<ViewAnswer>, ApiError> {
     let payload = if holder.claims.allows(Scope::Read) {
         match (state.payloads.get(holder.grant.grant.id), lookup) {
             (Some(payload), _) => Some(payload),
