@@ -43,77 +43,176 @@ pub const SUPERSEDED: &str = "superseded";
 /// supersedes another grant of the same tenant, that grant must be active and is revoked (reason
 /// `superseded`) in the same transaction. Call inside a write transaction.
 pub fn insert(conn: &mut DbConn, new: &NewGrant, actor: &Actor) -> Result<(), StoreError> {
-    let g = &new.grant;
-    let now = g.created_at;
-    if let Some(old) = g.supersedes {
-        supersede(conn, g.tenant, old, g.id, actor, now)?;
+    insert_all(conn, std::slice::from_ref(new), actor)
+}
+
+/// Stores many new grants as [`insert`] would, one after the other, but with one multi-row
+/// statement per table for every [`INSERT_CHUNK`] grants. A batch in which any grant
+/// supersedes another is stored grant by grant (it may supersede one of its own).
+pub fn insert_all(conn: &mut DbConn, news: &[NewGrant], actor: &Actor) -> Result<(), StoreError> {
+    if news.iter().any(|n| n.grant.supersedes.is_some()) {
+        for new in news {
+            if let Some(old) = new.grant.supersedes {
+                supersede(
+                    conn,
+                    new.grant.tenant,
+                    old,
+                    new.grant.id,
+                    actor,
+                    new.grant.created_at,
+                )?;
+            }
+            insert_rows(conn, std::slice::from_ref(new), actor)?;
+        }
+        return Ok(());
     }
-    let id = g.id.to_string();
-    let tenant = g.tenant.to_string();
-    diesel::insert_into(grants::table)
-        .values((
-            grants::id.eq(&id),
-            grants::tenant_id.eq(&tenant),
-            grants::api_key_id.eq(g.api_key.to_string()),
-            grants::created_at.eq(micros::to_micros(g.created_at)),
-            grants::expires_at.eq(micros::to_micros(g.expires_at)),
-            grants::token_hash.eq(&new.token_hash.0[..]),
-            grants::payload_sha256.eq(&g.payload_sha256[..]),
-            grants::permissions.eq(to_json(&g.permissions)?),
-            grants::max_uses.eq(to_i32(g.max_uses)),
-            grants::lease_ttl_seconds.eq(to_i32(g.lease_ttl_seconds)),
-            grants::factor_kind.eq(g.factor_kind.as_str()),
-            grants::factor_verifier.eq(g.factor_verifier.as_ref().map(|h| h.0.to_vec())),
-            grants::otp_channel.eq(g.otp_channel.as_str()),
-            grants::otp_to.eq(g.otp_to.as_deref()),
-            grants::allowed_ip_blocks.eq(to_json(&g.allowed_ip_blocks)?),
-            grants::labels.eq(to_json(&g.labels)?),
-            grants::supersedes.eq(g.supersedes.map(|s| s.to_string())),
-        ))
-        .execute(conn)?;
-    diesel::insert_into(grant_payloads::table)
-        .values((
-            grant_payloads::grant_id.eq(&id),
-            grant_payloads::payload.eq(&new.payload),
-        ))
-        .execute(conn)?;
-    // One statement per label: batch inserts are not portable across the multi-backend
-    // connection, and a grant has at most 32 labels.
-    for (name, value) in &g.labels {
-        diesel::insert_into(grant_labels::table)
-            .values((
-                grant_labels::grant_id.eq(&id),
-                grant_labels::tenant_id.eq(&tenant),
-                grant_labels::name.eq(name),
-                grant_labels::value.eq(value),
-            ))
-            .execute(conn)?;
+    for chunk in news.chunks(INSERT_CHUNK) {
+        insert_rows(conn, chunk, actor)?;
     }
-    diesel::insert_into(grant_state::table)
-        .values(grant_state::grant_id.eq(&id))
-        .execute(conn)?;
-    audit::append(
-        conn,
-        &NewEvent {
-            at: now,
-            tenant: Some(g.tenant),
-            grant: Some(g.id),
-            lease: None,
-            kind: AuditKind::GrantCreated,
-            actor: actor.clone(),
-            detail: serde_json::json!({
-                "payload_sha256": hex(&g.payload_sha256),
-                "expires_at": rfc3339(g.expires_at),
-                "max_uses": g.max_uses,
-                "lease_ttl_seconds": g.lease_ttl_seconds,
-                "factor_kind": g.factor_kind.as_str(),
-                "otp_channel": g.otp_channel.as_str(),
-                "writable": g.permissions.can_write(),
-                "supersedes": g.supersedes,
-            }),
-        },
-    )?;
     Ok(())
+}
+
+/// Grants per multi-row `INSERT` (17 parameters each: well under SQLite's and PostgreSQL's
+/// limits on parameters per statement).
+const INSERT_CHUNK: usize = 256;
+
+#[derive(Insertable)]
+#[diesel(table_name = grants, treat_none_as_default_value = false)]
+struct NewGrantRow<'a> {
+    id: String,
+    tenant_id: String,
+    api_key_id: String,
+    created_at: i64,
+    expires_at: i64,
+    token_hash: &'a [u8],
+    payload_sha256: &'a [u8],
+    permissions: String,
+    max_uses: i32,
+    lease_ttl_seconds: i32,
+    factor_kind: &'a str,
+    factor_verifier: Option<&'a [u8]>,
+    otp_channel: &'a str,
+    otp_to: Option<&'a str>,
+    allowed_ip_blocks: String,
+    labels: String,
+    supersedes: Option<String>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = grant_payloads, treat_none_as_default_value = false)]
+struct NewPayloadRow<'a> {
+    grant_id: String,
+    payload: &'a str,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = grant_labels, treat_none_as_default_value = false)]
+struct NewLabelRow<'a> {
+    grant_id: String,
+    tenant_id: String,
+    name: &'a str,
+    value: &'a str,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = grant_state, treat_none_as_default_value = false)]
+struct NewStateRow {
+    grant_id: String,
+}
+
+/// Runs one multi-row insert on whichever backend `conn` is (diesel's MultiConnection has no
+/// multi-row inserts of its own). The rows must be `treat_none_as_default_value = false`: for
+/// rows that may hold `DEFAULT`, diesel's SQLite backend inserts row by row in a transaction
+/// of its own, which cannot nest in ours.
+macro_rules! insert_rows_into {
+    ($conn:expr, $table:expr, $rows:expr) => {
+        if !$rows.is_empty() {
+            let insert = diesel::insert_into($table).values($rows);
+            match $conn {
+                DbConn::Sqlite(c) => insert.execute(c)?,
+                DbConn::Pg(c) => insert.execute(c)?,
+            };
+        }
+    };
+}
+
+/// Inserts the rows of `news` (none superseding another) and records their events.
+fn insert_rows(conn: &mut DbConn, news: &[NewGrant], actor: &Actor) -> Result<(), StoreError> {
+    let mut grant_rows = Vec::with_capacity(news.len());
+    let mut payload_rows = Vec::with_capacity(news.len());
+    let mut label_rows = Vec::new();
+    let mut state_rows = Vec::with_capacity(news.len());
+    for new in news {
+        let g = &new.grant;
+        let id = g.id.to_string();
+        let tenant = g.tenant.to_string();
+        grant_rows.push(NewGrantRow {
+            id: id.clone(),
+            tenant_id: tenant.clone(),
+            api_key_id: g.api_key.to_string(),
+            created_at: micros::to_micros(g.created_at),
+            expires_at: micros::to_micros(g.expires_at),
+            token_hash: &new.token_hash.0[..],
+            payload_sha256: &g.payload_sha256[..],
+            permissions: to_json(&g.permissions)?,
+            max_uses: to_i32(g.max_uses),
+            lease_ttl_seconds: to_i32(g.lease_ttl_seconds),
+            factor_kind: g.factor_kind.as_str(),
+            factor_verifier: g.factor_verifier.as_ref().map(|h| &h.0[..]),
+            otp_channel: g.otp_channel.as_str(),
+            otp_to: g.otp_to.as_deref(),
+            allowed_ip_blocks: to_json(&g.allowed_ip_blocks)?,
+            labels: to_json(&g.labels)?,
+            supersedes: g.supersedes.map(|s| s.to_string()),
+        });
+        payload_rows.push(NewPayloadRow {
+            grant_id: id.clone(),
+            payload: &new.payload,
+        });
+        for (name, value) in &g.labels {
+            label_rows.push(NewLabelRow {
+                grant_id: id.clone(),
+                tenant_id: tenant.clone(),
+                name,
+                value,
+            });
+        }
+        state_rows.push(NewStateRow { grant_id: id });
+    }
+    insert_rows_into!(conn, grants::table, &grant_rows);
+    insert_rows_into!(conn, grant_payloads::table, &payload_rows);
+    // At most 32 labels a grant: chunked like the rest.
+    for chunk in label_rows.chunks(INSERT_CHUNK * 4) {
+        insert_rows_into!(conn, grant_labels::table, chunk);
+    }
+    insert_rows_into!(conn, grant_state::table, &state_rows);
+    for new in news {
+        audit::append(conn, &created_event(new, actor))?;
+    }
+    Ok(())
+}
+
+/// The `grant.created` event of `new`.
+fn created_event(new: &NewGrant, actor: &Actor) -> NewEvent {
+    let g = &new.grant;
+    NewEvent {
+        at: g.created_at,
+        tenant: Some(g.tenant),
+        grant: Some(g.id),
+        lease: None,
+        kind: AuditKind::GrantCreated,
+        actor: actor.clone(),
+        detail: serde_json::json!({
+            "payload_sha256": hex(&g.payload_sha256),
+            "expires_at": rfc3339(g.expires_at),
+            "max_uses": g.max_uses,
+            "lease_ttl_seconds": g.lease_ttl_seconds,
+            "factor_kind": g.factor_kind.as_str(),
+            "otp_channel": g.otp_channel.as_str(),
+            "writable": g.permissions.can_write(),
+            "supersedes": g.supersedes,
+        }),
+    }
 }
 
 fn supersede(

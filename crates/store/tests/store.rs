@@ -575,6 +575,78 @@ fn ping_reports_an_unreachable_postgres_as_unavailable() {
     }
 }
 
+/// Many grants in one call (multi-row statements, in chunks): each is stored exactly as alone,
+/// labels and events included, and a grant may supersede one made earlier in the same call.
+fn many_grants_insert_as_one_by_one(db: &TestDb) {
+    let acme = tenant(db, "acme");
+    let body = |i: usize| {
+        json!({
+            "payload": {"n": i},
+            "factor": {"kind": "pin", "value": "0042"},
+            "otp": {"channel": "sms", "to": "+15550100123"},
+            "labels": {"batch": "b1", "n": i.to_string()}
+        })
+    };
+    let news: Vec<_> = (0..600).map(|i| issue(acme, body(i)).grant).collect();
+    db.store
+        .write(|c| grants::insert_all(c, &news, &Actor::system()))
+        .unwrap();
+    for (i, new) in news.iter().enumerate().step_by(97) {
+        let record = db
+            .store
+            .read(|c| grants::get(c, acme.tenant, new.grant.id))
+            .unwrap();
+        assert_eq!(record.grant, new.grant);
+        let payload = db.store.read(|c| grants::payload(c, new.grant.id)).unwrap();
+        assert_eq!(payload.as_deref(), Some(new.payload.as_str()));
+        assert_eq!(kinds(db, new.grant.id), vec!["grant.created"]);
+        let listed = db
+            .store
+            .read(|c| {
+                grants::list(
+                    c,
+                    acme.tenant,
+                    &grants::ListFilter {
+                        labels: vec![("n".into(), i.to_string())],
+                        limit: 10,
+                        ..Default::default()
+                    },
+                    NOW,
+                )
+            })
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].grant.id, new.grant.id);
+    }
+    // The chain of all those events verifies.
+    let report = db.store.read(|c| audit::verify(c, &[])).unwrap();
+    assert!(report.is_ok(), "{report:?}");
+
+    // In one call: a grant, then one superseding it.
+    let first = issue(acme, body(1000)).grant;
+    let mut second = issue(acme, body(1001)).grant;
+    second.grant.supersedes = Some(first.grant.id);
+    db.store
+        .write(|c| grants::insert_all(c, &[first.clone(), second.clone()], &Actor::system()))
+        .unwrap();
+    let old = db
+        .store
+        .read(|c| grants::get(c, acme.tenant, first.grant.id))
+        .unwrap();
+    assert_eq!(old.superseded_by, Some(second.grant.id));
+    // A failure anywhere leaves none of them.
+    let fresh = issue(acme, body(2000)).grant;
+    let err = db
+        .store
+        .write(|c| grants::insert_all(c, &[fresh.clone(), news[0].clone()], &Actor::system()));
+    assert!(matches!(err, Err(StoreError::Conflict(_))), "{err:?}");
+    assert!(matches!(
+        db.store
+            .read(|c| grants::get(c, acme.tenant, fresh.grant.id)),
+        Err(StoreError::NotFound)
+    ));
+}
+
 backend_tests!(
     migrations_go_down_and_up_again,
     grants_are_insert_only,
@@ -588,4 +660,5 @@ backend_tests!(
     clients_verify_until_revoked,
     tenant_names_are_unique,
     concurrent_writers_queue_rather_than_fail,
+    many_grants_insert_as_one_by_one,
 );

@@ -319,11 +319,8 @@ pub async fn batch(
         grants: issued.iter().map(|one| created(&state, one)).collect(),
     };
     blocking(&state, move |store| {
-        store.write(|c| {
-            issued
-                .iter()
-                .try_for_each(|one| grants::insert(c, &one.grant, &actor))
-        })
+        let news: Vec<_> = issued.into_iter().map(|one| one.grant).collect();
+        store.write(|c| grants::insert_all(c, &news, &actor))
     })
     .await
     .map_err(insert_error)?;
