@@ -33,12 +33,21 @@ impl Keyring {
         {
             return Ok(set.clone());
         }
-        let now = state.clock.now();
-        let set = Arc::new(
-            state
-                .store
-                .write(|c| signing_keys::ensure(c, &state.keys, now, &state.rng))?,
-        );
+        // A read first: a write would drop the single-node copy of lease facts every reload.
+        let set = match state
+            .store
+            .read(|c| signing_keys::current(c, &state.keys))?
+        {
+            Some(set) => Arc::new(set),
+            None => {
+                let now = state.clock.now();
+                Arc::new(
+                    state
+                        .store
+                        .write(|c| signing_keys::ensure(c, &state.keys, now, &state.rng))?,
+                )
+            }
+        };
         if let Ok(mut guard) = self.cached.write() {
             *guard = Some((set.clone(), Instant::now()));
         }

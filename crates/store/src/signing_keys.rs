@@ -66,6 +66,19 @@ fn insert(
     Ok(())
 }
 
+/// The key set if it has a current (unretired) key; `None` means [`ensure`] must make one.
+/// Reads only.
+pub fn current(conn: &mut DbConn, secrets: &SecretKeys) -> Result<Option<KeySet>, StoreError> {
+    let keys = load(conn, secrets)?;
+    if keys.iter().any(|k| k.retired_at.is_none()) {
+        KeySet::new(keys)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    } else {
+        Ok(None)
+    }
+}
+
 /// The key set, making the first key if there is none. Call inside a write transaction.
 pub fn ensure(
     conn: &mut DbConn,
@@ -73,10 +86,10 @@ pub fn ensure(
     now: OffsetDateTime,
     rng: &dyn SecureRandom,
 ) -> Result<KeySet, StoreError> {
-    let keys = load(conn, secrets)?;
-    if keys.iter().any(|k| k.retired_at.is_none()) {
-        return KeySet::new(keys).map_err(|e| StoreError::Corrupt(e.to_string()));
+    if let Some(set) = current(conn, secrets)? {
+        return Ok(set);
     }
+    let keys = load(conn, secrets)?;
     let key = SigningKey::generate(micros::truncate(now), rng)
         .map_err(|e| StoreError::Internal(e.to_string()))?;
     insert(conn, &key, secrets, rng)?;
