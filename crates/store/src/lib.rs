@@ -134,12 +134,15 @@ impl Store {
     ) -> Result<T, StoreError> {
         match self.backend {
             Backend::Sqlite(_) => {
-                // Queue for SQLite's one write slot. A poisoned lock only means another
-                // writer panicked; the database itself is intact.
-                let mut writer = self
-                    .sqlite_writer
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // Queue for SQLite's one write slot. A poisoned lock means a writer panicked
+                // mid-transaction: the database itself is intact (SQLite rolls back what was not
+                // committed), but its connection is in doubt and is dropped.
+                let mut writer = self.sqlite_writer.lock().unwrap_or_else(|poisoned| {
+                    let mut writer = poisoned.into_inner();
+                    *writer = None;
+                    self.sqlite_writer.clear_poison();
+                    writer
+                });
                 let conn = match writer.take() {
                     Some(conn) => writer.insert(conn),
                     None => {

@@ -647,6 +647,31 @@ fn many_grants_insert_as_one_by_one(db: &TestDb) {
     ));
 }
 
+/// A writer that panics mid-transaction leaves nothing behind, and the next write works.
+fn a_panicking_writer_leaves_nothing_and_writes_go_on(db: &TestDb) {
+    let acme = tenant(db, "acme");
+    let lost = issue(acme, json!({"payload": {"lost": true}}));
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        db.store.write(|c| -> Result<(), StoreError> {
+            grants::insert(c, &lost.grant, &Actor::system())?;
+            panic!("a bug in the middle of a transaction");
+        })
+    }));
+    assert!(panicked.is_err());
+    let kept = issue(acme, json!({"payload": {"kept": true}}));
+    insert(db, &kept).unwrap();
+    assert!(matches!(
+        db.store
+            .read(|c| grants::get(c, acme.tenant, lost.grant.grant.id)),
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        db.store
+            .read(|c| grants::get(c, acme.tenant, kept.grant.grant.id))
+            .is_ok()
+    );
+}
+
 backend_tests!(
     migrations_go_down_and_up_again,
     grants_are_insert_only,
@@ -661,4 +686,5 @@ backend_tests!(
     tenant_names_are_unique,
     concurrent_writers_queue_rather_than_fail,
     many_grants_insert_as_one_by_one,
+    a_panicking_writer_leaves_nothing_and_writes_go_on,
 );
