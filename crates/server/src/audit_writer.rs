@@ -3,7 +3,6 @@
 //! answers each request. A response still waits until its own event is durably committed; many
 //! responses share one commit.
 
-use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
 use linklease_store::audit::NewEvent;
@@ -36,7 +35,7 @@ type Job = (NewEvent, Done);
 /// Hands events to the writer thread.
 #[derive(Debug)]
 pub struct AuditWriter {
-    jobs: Mutex<Sender<Job>>,
+    jobs: Sender<Job>,
 }
 
 impl AuditWriter {
@@ -49,15 +48,11 @@ impl AuditWriter {
         if let Err(e) = spawned {
             log::error!("could not start the audit writer: {e}");
         }
-        Self {
-            jobs: Mutex::new(tx),
-        }
+        Self { jobs: tx }
     }
 
     fn submit(&self, job: Job) -> Result<(), StoreError> {
         self.jobs
-            .lock()
-            .map_err(|_| StoreError::Unavailable("audit writer poisoned".into()))?
             .send(job)
             .map_err(|_| StoreError::Unavailable("audit writer stopped".into()))
     }
