@@ -109,8 +109,10 @@ fn answer(flow_id: FlowId, next: Next) -> ExchangeStarted {
 pub async fn start(
     state: web::Data<AppState>,
     partner: Partner,
-    JsonBody(body): JsonBody<ExchangeRequest, SMALL_BODY_LIMIT>,
+    body: Result<JsonBody<ExchangeRequest, SMALL_BODY_LIMIT>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
+    // The partner is authenticated (its extractor ran) before the body's errors are told.
+    let JsonBody(body) = body?;
     let visitor = partner.visitor();
     let started = run(&state, move |state| {
         let opened = exchange::open(state, &body.token, &visitor)?;
@@ -135,8 +137,9 @@ pub async fn otp(
     state: web::Data<AppState>,
     partner: Partner,
     path: web::Path<String>,
-    JsonBody(body): JsonBody<OtpRequest, SMALL_BODY_LIMIT>,
+    body: Result<JsonBody<OtpRequest, SMALL_BODY_LIMIT>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
+    let JsonBody(body) = body?;
     let visitor = partner.visitor();
     let flow_id = path.into_inner();
     let issued = run(&state, move |state| {

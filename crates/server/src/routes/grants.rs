@@ -237,9 +237,11 @@ fn insert_error(e: StoreError) -> ApiError {
 pub async fn create(
     state: web::Data<AppState>,
     who: Originator,
-    JsonBody(body): JsonBody<GrantRequest, GRANT_BODY_LIMIT>,
+    body: Result<JsonBody<GrantRequest, GRANT_BODY_LIMIT>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     who.require(Scope::GrantsWrite)?;
+    // Only then the body: its errors are for callers who may make the call.
+    let JsonBody(body) = body?;
     let issued = body
         .issue(
             who.issuer(),
@@ -268,9 +270,11 @@ pub async fn create(
 pub async fn batch(
     state: web::Data<AppState>,
     who: Originator,
-    JsonBody(body): JsonBody<BatchRequest, BATCH_BODY_LIMIT>,
+    body: Result<JsonBody<BatchRequest, BATCH_BODY_LIMIT>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     who.require(Scope::GrantsWrite)?;
+    // Only then the body: its errors are for callers who may make the call.
+    let JsonBody(body) = body?;
     let count = body.grants.len();
     if !(1..=limits::MAX_BATCH).contains(&count) {
         return Err(ApiError::new(
@@ -432,9 +436,11 @@ pub async fn revoke(
     state: web::Data<AppState>,
     who: Originator,
     path: web::Path<String>,
-    JsonBody(body): JsonBody<RevokeRequest, SMALL_BODY_LIMIT>,
+    body: Result<JsonBody<RevokeRequest, SMALL_BODY_LIMIT>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     who.require(Scope::GrantsWrite)?;
+    // Only then the body: its errors are for callers who may make the call.
+    let JsonBody(body) = body?;
     let id = grant_id(&path)?;
     let reason = body.reason.trim().to_owned();
     if reason.is_empty()

@@ -959,6 +959,28 @@ fn flows_and_links_stay_with_their_client_and_tenant(s: &TestServer) {
             Some(json!({"token": token, "code": code}).to_string().as_bytes()),
         )
         .problem(401, "unauthenticated");
+        // Authentication comes first: a caller who may not call learns nothing of the body.
+        for body in [&b"{}"[..], b"not json", b"{\"token\": 7}"] {
+            s.request(
+                "POST",
+                path,
+                &[
+                    ("content-type", "application/json"),
+                    ("authorization", revoked.as_str()),
+                ],
+                Some(body),
+            )
+            .problem(401, "unauthenticated");
+        }
+    }
+    for path in ["/v1/grants", "/v1/grants/batch", "/v1/grants/x/revoke"] {
+        s.request(
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            Some(b"{\"payload\": "),
+        )
+        .problem(401, "unauthenticated");
     }
 
     // Addresses: a client allowed only from 10.0.0.0/8, and a grant allowed only from there,
