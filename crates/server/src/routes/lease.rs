@@ -149,10 +149,12 @@ pub async fn submit(
     state: web::Data<AppState>,
     holder: Result<LeaseHolder, ApiError>,
     req: HttpRequest,
-    JsonBody(body): JsonBody<SubmissionRequest, SUBMISSION_BODY_LIMIT>,
+    body: Result<JsonBody<SubmissionRequest, SUBMISSION_BODY_LIMIT>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
-    let accepted = match holder {
-        Ok(holder) => {
+    // The lease is judged before the body (see `DECISIONS.md`, order of checks).
+    let accepted = match (holder, body) {
+        (Ok(holder), body) => {
+            let JsonBody(body) = body?;
             run(&state, move |state| {
                 lease_ops::submit(state, &holder, &body)
             })
@@ -160,7 +162,7 @@ pub async fn submit(
         }
         // The grant was used up (or the lease ended with it): a retry of the submission that
         // did it still gets its first answer.
-        Err(e)
+        (Err(e), Ok(JsonBody(body)))
             if matches!(e.code, Code::GrantUsed | Code::LeaseInvalid)
                 && body.idempotency_key.is_some() =>
         {
@@ -173,7 +175,7 @@ pub async fn submit(
             .await?;
             replayed.ok_or(e)??
         }
-        Err(e) => return Err(e),
+        (Err(e), _) => return Err(e),
     };
     Ok(HttpResponse::Created().json(SubmissionAccepted {
         id: accepted.submission.id,

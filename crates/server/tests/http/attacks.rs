@@ -217,6 +217,10 @@ fn refused_everywhere(s: &TestServer, token: &str, what: &str) {
         assert!(!reply.text.contains(B_MARKER), "{what}: {}", reply.text);
         assert!(!reply.text.contains("P-1042"), "{what}: {}", reply.text);
     }
+    // The lease is judged before the body: a malformed submission is refused for the lease.
+    let bad = json!({"fields": "not an object"});
+    s.lease_call("POST", "/v1/lease/submissions", token, Some(&bad))
+        .problem(401, "lease_invalid");
 }
 
 /// Whether `needle` occurs in `hay` not inside a longer run of letters and digits (short
