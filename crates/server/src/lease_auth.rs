@@ -237,7 +237,7 @@ pub enum Lookup {
 
 /// `cached`, or with [`Lookup::Anywhere`] what `load` finds; `None` when the value is not in
 /// memory and may not be loaded.
-fn fetch<T>(
+pub(crate) fn fetch<T>(
     cached: Option<T>,
     lookup: Lookup,
     load: impl FnOnce() -> Result<T, ApiError>,

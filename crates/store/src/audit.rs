@@ -149,10 +149,6 @@ struct EventRow<'a> {
     hash: Vec<u8>,
 }
 
-/// Rows per multi-row `INSERT` (14 parameters each: well under SQLite's and PostgreSQL's
-/// limits on parameters per statement).
-const INSERT_CHUNK: usize = 256;
-
 /// Creates the (empty) chain of a new tenant. Call in the tenant's creating transaction.
 pub(crate) fn start_chain(conn: &mut DbConn, chain: &str) -> Result<(), StoreError> {
     diesel::insert_into(audit_heads::table)
@@ -202,14 +198,7 @@ pub fn append_all(conn: &mut DbConn, events: &[NewEvent]) -> Result<(), StoreErr
                 row
             })
             .collect();
-        // Multi-row inserts are typed per backend (diesel's MultiConnection has none).
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let insert = diesel::insert_into(audit_events::table).values(chunk);
-            match conn {
-                DbConn::Sqlite(c) => insert.execute(c)?,
-                DbConn::Pg(c) => insert.execute(c)?,
-            };
-        }
+        insert_rows!(conn, audit_events::table, rows);
         diesel::update(head)
             .set((
                 audit_heads::chain_seq.eq(seq),

@@ -47,7 +47,7 @@ pub fn insert(conn: &mut DbConn, new: &NewGrant, actor: &Actor) -> Result<(), St
 }
 
 /// Stores many new grants as [`insert`] would, one after the other, but with one multi-row
-/// statement per table for every [`INSERT_CHUNK`] grants. A batch in which any grant
+/// statement per table for every 256 grants. A batch in which any grant
 /// supersedes another is stored grant by grant (it may supersede one of its own).
 pub fn insert_all(conn: &mut DbConn, news: &[NewGrant], actor: &Actor) -> Result<(), StoreError> {
     if news.iter().any(|n| n.grant.supersedes.is_some()) {
@@ -66,15 +66,11 @@ pub fn insert_all(conn: &mut DbConn, news: &[NewGrant], actor: &Actor) -> Result
         }
         return Ok(());
     }
-    for chunk in news.chunks(INSERT_CHUNK) {
+    for chunk in news.chunks(crate::INSERT_CHUNK) {
         insert_rows(conn, chunk, actor)?;
     }
     Ok(())
 }
-
-/// Grants per multi-row `INSERT` (17 parameters each: well under SQLite's and PostgreSQL's
-/// limits on parameters per statement).
-const INSERT_CHUNK: usize = 256;
 
 #[derive(Insertable)]
 #[diesel(table_name = grants, treat_none_as_default_value = false)]
@@ -120,22 +116,6 @@ struct NewStateRow {
     grant_id: String,
 }
 
-/// Runs one multi-row insert on whichever backend `conn` is (diesel's MultiConnection has no
-/// multi-row inserts of its own). The rows must be `treat_none_as_default_value = false`: for
-/// rows that may hold `DEFAULT`, diesel's SQLite backend inserts row by row in a transaction
-/// of its own, which cannot nest in ours.
-macro_rules! insert_rows_into {
-    ($conn:expr, $table:expr, $rows:expr) => {
-        if !$rows.is_empty() {
-            let insert = diesel::insert_into($table).values($rows);
-            match $conn {
-                DbConn::Sqlite(c) => insert.execute(c)?,
-                DbConn::Pg(c) => insert.execute(c)?,
-            };
-        }
-    };
-}
-
 /// Inserts the rows of `news` (none superseding another) and records their events.
 fn insert_rows(conn: &mut DbConn, news: &[NewGrant], actor: &Actor) -> Result<(), StoreError> {
     let mut grant_rows = Vec::with_capacity(news.len());
@@ -179,13 +159,10 @@ fn insert_rows(conn: &mut DbConn, news: &[NewGrant], actor: &Actor) -> Result<()
         }
         state_rows.push(NewStateRow { grant_id: id });
     }
-    insert_rows_into!(conn, grants::table, &grant_rows);
-    insert_rows_into!(conn, grant_payloads::table, &payload_rows);
-    // At most 32 labels a grant: chunked like the rest.
-    for chunk in label_rows.chunks(INSERT_CHUNK * 4) {
-        insert_rows_into!(conn, grant_labels::table, chunk);
-    }
-    insert_rows_into!(conn, grant_state::table, &state_rows);
+    insert_rows!(conn, grants::table, grant_rows);
+    insert_rows!(conn, grant_payloads::table, payload_rows);
+    insert_rows!(conn, grant_labels::table, label_rows);
+    insert_rows!(conn, grant_state::table, state_rows);
     for new in news {
         audit::append(conn, &created_event(new, actor))?;
     }

@@ -1,5 +1,25 @@
 #![doc = include_str!("../README.md")]
 
+/// Rows per multi-row `INSERT` (at most 17 parameters a row: well under SQLite's and
+/// PostgreSQL's limits on parameters per statement).
+pub(crate) const INSERT_CHUNK: usize = 256;
+
+/// Inserts the slice `rows` into `table` with one statement per [`INSERT_CHUNK`] rows, typed per
+/// backend (diesel's `MultiConnection` has no multi-row inserts of its own). The row type must be
+/// `treat_none_as_default_value = false`: for rows that may hold `DEFAULT`, diesel's SQLite
+/// backend inserts row by row in a transaction of its own, which cannot nest in ours.
+macro_rules! insert_rows {
+    ($conn:expr, $table:expr, $rows:expr) => {
+        for chunk in $rows.chunks($crate::INSERT_CHUNK) {
+            let insert = diesel::insert_into($table).values(chunk);
+            match &mut *$conn {
+                $crate::DbConn::Sqlite(c) => insert.execute(c)?,
+                $crate::DbConn::Pg(c) => insert.execute(c)?,
+            };
+        }
+    };
+}
+
 pub mod api_keys;
 pub mod audit;
 pub mod audit_keys;

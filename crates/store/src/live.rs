@@ -204,10 +204,11 @@ impl Store {
                 }
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start: {e}")))?;
-        self.live.changed();
+        // Nothing copied before is valid: a previous claim's drop moved the epoch on.
         self.live.enabled.store(true, Ordering::Release);
         if let Err(e) = self.start_checkpointer() {
             self.live.enabled.store(false, Ordering::Release);
+            self.live.changed_always();
             return Err(e);
         }
         Ok(Some(ServeLock {
@@ -282,6 +283,6 @@ fn serve_hold(live: &LiveFacts, mut stream: UnixStream) {
         let mut sink = [0u8; 64];
         while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
     }
-    live.epoch.fetch_add(1, Ordering::AcqRel);
+    live.changed_always();
     live.external_holds.fetch_sub(1, Ordering::AcqRel);
 }

@@ -16,7 +16,7 @@ use linklease_store::audit::NewEvent;
 use crate::body::JsonBody;
 use crate::client_ip::{client_ip, user_agent};
 use crate::error::{ApiError, Code, Problem};
-use crate::lease_auth::{LeaseHolder, Lookup, Presented, authorize, authorize_with};
+use crate::lease_auth::{LeaseHolder, Lookup, Presented, authorize, authorize_with, fetch};
 use crate::lease_ops;
 use crate::routes::exchange::LeaseToken;
 use crate::routes::resource;
@@ -120,11 +120,11 @@ fn lease_view(
     lookup: Lookup,
 ) -> Result<Option<ViewAnswer>, ApiError> {
     let payload = if holder.claims.allows(Scope::Read) {
-        match (state.payloads.get(holder.grant.grant.id), lookup) {
-            (Some(payload), _) => Some(payload),
-            (None, Lookup::Anywhere) => Some(lease_ops::payload_of(state, holder)?),
-            (None, Lookup::InMemory) => return Ok(None),
-        }
+        let cached = state.payloads.get(holder.grant.grant.id);
+        let Some(payload) = fetch(cached, lookup, || lease_ops::payload_of(state, holder))? else {
+            return Ok(None);
+        };
+        Some(payload)
     } else {
         None
     };
