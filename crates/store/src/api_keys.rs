@@ -170,7 +170,7 @@ pub fn authenticate(
         .filter(api_keys::key_hash.eq(&hash.0[..]))
         .filter(api_keys::revoked_at.is_null())
         .select(ApiKeyRow::as_select())
-        .first(conn)?;
+        .get_result(conn)?;
     ApiKey::try_from(row)
 }
 
@@ -205,7 +205,7 @@ pub fn get(conn: &mut DbConn, id: ApiKeyId) -> Result<ApiKey, StoreError> {
     let row: ApiKeyRow = api_keys::table
         .find(id.to_string())
         .select(ApiKeyRow::as_select())
-        .first(conn)?;
+        .get_result(conn)?;
     ApiKey::try_from(row)
 }
 

@@ -184,7 +184,7 @@ pub fn append_all(conn: &mut DbConn, events: &[NewEvent]) -> Result<(), StoreErr
         }
         let (mut seq, last_hash): (i64, Vec<u8>) = head
             .select((audit_heads::chain_seq, audit_heads::hash))
-            .first(conn)?;
+            .get_result(conn)?;
         let mut prev: [u8; 32] = last_hash
             .as_slice()
             .try_into()
@@ -422,14 +422,14 @@ pub fn window(
             Some(from) => in_chain
                 .filter(audit_events::at.ge(from))
                 .select(diesel::dsl::min(audit_events::chain_seq))
-                .first(conn)?,
+                .get_result(conn)?,
             None => Some(1),
         };
         let hi: Option<i64> = match to {
             Some(to) => in_chain
                 .filter(audit_events::at.lt(to))
                 .select(diesel::dsl::max(audit_events::chain_seq))
-                .first(conn)?,
+                .get_result(conn)?,
             None => Some(i64::MAX),
         };
         let (Some(lo), Some(hi)) = (lo, hi) else {

@@ -28,7 +28,7 @@ pub fn ensure(
         .filter(audit_keys::retired_at.is_null())
         .order(audit_keys::created_at.desc())
         .select((audit_keys::kid, audit_keys::sealed_private))
-        .first(conn)
+        .get_result(conn)
         .optional()?;
     match active {
         Some((kid, sealed)) => {

@@ -138,7 +138,7 @@ pub fn get(conn: &mut DbConn, id: ClientId) -> Result<Client, StoreError> {
     let row: ClientRow = clients::table
         .find(id.to_string())
         .select(ClientRow::as_select())
-        .first(conn)?;
+        .get_result(conn)?;
     Client::try_from(row)
 }
 

@@ -51,7 +51,7 @@ pub fn get(conn: &mut DbConn, id: FlowId) -> Result<StoredFlow, StoreError> {
     flows::table
         .find(id.to_string())
         .select(FlowRow::as_select())
-        .first(conn)?
+        .get_result(conn)?
         .try_into()
 }
 
@@ -60,7 +60,7 @@ pub fn by_cookie(conn: &mut DbConn, cookie_hash: &SecretHash) -> Result<StoredFl
     flows::table
         .filter(flows::cookie_hash.eq(&cookie_hash.0[..]))
         .select(FlowRow::as_select())
-        .first(conn)?
+        .get_result(conn)?
         .try_into()
 }
 

@@ -290,7 +290,7 @@ pub fn by_id(conn: &mut DbConn, id: GrantId) -> Result<GrantRecord, StoreError> 
         .inner_join(grant_state::table)
         .filter(grants::id.eq(id.to_string()))
         .select((GrantRow::as_select(), StateRow::as_select()))
-        .first(conn)?;
+        .get_result(conn)?;
     record(conn, found)
 }
 
@@ -301,7 +301,7 @@ pub fn for_lease(conn: &mut DbConn, id: GrantId) -> Result<GrantRecord, StoreErr
         .inner_join(grant_state::table)
         .filter(grants::id.eq(id.to_string()))
         .select((GrantRow::as_select(), StateRow::as_select()))
-        .first(conn)?;
+        .get_result(conn)?;
     Ok(GrantRecord {
         grant: row.try_into()?,
         state: state.try_into()?,
@@ -316,7 +316,7 @@ pub fn by_token(conn: &mut DbConn, token_hash: &SecretHash) -> Result<GrantRecor
         .inner_join(grant_state::table)
         .filter(grants::token_hash.eq(&token_hash.0[..]))
         .select((GrantRow::as_select(), StateRow::as_select()))
-        .first(conn)?;
+        .get_result(conn)?;
     Ok(GrantRecord {
         grant: row.try_into()?,
         state: state.try_into()?,
@@ -328,7 +328,7 @@ fn record(conn: &mut DbConn, (row, state): GrantAndState) -> Result<GrantRecord,
     let superseded_by = grants::table
         .filter(grants::supersedes.eq(&row.id))
         .select(grants::id)
-        .first::<String>(conn)
+        .get_result::<String>(conn)
         .optional()?
         .map(|s| parse_id(&s))
         .transpose()?;
@@ -349,7 +349,10 @@ pub fn lock_state(conn: &mut DbConn, grant: GrantId) -> Result<GrantState, Store
     diesel::update(target)
         .set(grant_state::uses.eq(grant_state::uses))
         .execute(conn)?;
-    target.select(StateRow::as_select()).first(conn)?.try_into()
+    target
+        .select(StateRow::as_select())
+        .get_result(conn)?
+        .try_into()
 }
 
 /// A failed attempt to count against a grant.
@@ -384,7 +387,7 @@ pub fn count_failure(
     };
     let mut state: GrantState = target
         .select(StateRow::as_select())
-        .first(conn)?
+        .get_result(conn)?
         .try_into()?;
     if state.locked_at.is_none() && limits.locks(state.factor_failures, state.otp_failures) {
         let now = micros::truncate(now);
@@ -428,7 +431,7 @@ pub fn take_use(
         grant_state::table
             .filter(grant_state::grant_id.eq(&id))
             .select(StateRow::as_select())
-            .first(conn)?
+            .get_result(conn)?
             .try_into()
     };
     if now >= grant.expires_at {
@@ -505,7 +508,7 @@ pub fn creates(conn: &mut DbConn, grant: GrantId) -> Result<u32, StoreError> {
     let created: i32 = grant_state::table
         .filter(grant_state::grant_id.eq(grant.to_string()))
         .select(grant_state::creates)
-        .first(conn)?;
+        .get_result(conn)?;
     u32::try_from(created).map_err(|_| StoreError::Corrupt("negative creates".into()))
 }
 
@@ -514,7 +517,7 @@ pub fn payload(conn: &mut DbConn, id: GrantId) -> Result<Option<String>, StoreEr
     Ok(grant_payloads::table
         .find(id.to_string())
         .select(grant_payloads::payload)
-        .first(conn)
+        .get_result(conn)
         .optional()?)
 }
 

@@ -68,7 +68,7 @@ pub fn get(conn: &mut DbConn, id: LeaseId) -> Result<LeaseRecord, StoreError> {
     leases::table
         .find(id.to_string())
         .select(LeaseRow::as_select())
-        .first(conn)?
+        .get_result(conn)?
         .try_into()
 }
 
@@ -174,7 +174,7 @@ pub fn facts(conn: &mut DbConn, id: LeaseId) -> Result<LeaseFacts, StoreError> {
             StateRow::as_select(),
             clients::revoked_at.nullable(),
         ))
-        .first(conn)?;
+        .get_result(conn)?;
     Ok(LeaseFacts {
         grant: parse_id(&grant)?,
         expires_at: micros::from_micros(expires_at),

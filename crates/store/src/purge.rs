@@ -88,7 +88,7 @@ pub fn ended_before(
             .filter(audit_events::kind.eq(AuditKind::GrantUsed.as_str()))
             .select(audit_events::at)
             .order(audit_events::seq.asc())
-            .first(conn)
+            .get_result(conn)
             .optional()?;
         let before = |t: Option<OffsetDateTime>| t.is_some_and(|t| micros::to_micros(t) < cutoff);
         let ended = before(Some(record.grant.expires_at))

@@ -59,7 +59,7 @@ pub fn by_idempotency_key(
         .filter(submissions::grant_id.eq(grant.to_string()))
         .filter(submissions::idempotency_key.eq(key))
         .select(SubmissionRow::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?
         .map(TryInto::try_into)
         .transpose()

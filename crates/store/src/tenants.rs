@@ -97,7 +97,7 @@ pub fn resolve(conn: &mut DbConn, id_or_name: &str) -> Result<Tenant, StoreError
     let row: TenantRow = tenants::table
         .filter(tenants::id.eq(id_or_name).or(tenants::name.eq(id_or_name)))
         .select(TenantRow::as_select())
-        .first(conn)?;
+        .get_result(conn)?;
     Tenant::try_from(row)
 }
 

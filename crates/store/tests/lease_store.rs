@@ -918,7 +918,7 @@ fn signing_keys_are_sealed_shared_and_rotate(db: &TestDb) {
             use linklease_store::schema::signing_keys::dsl;
             Ok(dsl::signing_keys
                 .select((dsl::public_key, dsl::sealed_private))
-                .first(c)?)
+                .get_result(c)?)
         })
         .unwrap();
     assert_eq!(public, first.signer().public);

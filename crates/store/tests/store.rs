@@ -131,7 +131,7 @@ fn a_grant_round_trips_exactly(db: &TestDb) {
         .read(|c| {
             use diesel::prelude::*;
             use linklease_store::schema::grants::dsl;
-            Ok(dsl::grants.select(dsl::token_hash).first(c)?)
+            Ok(dsl::grants.select(dsl::token_hash).get_result(c)?)
         })
         .unwrap();
     assert_eq!(stored, issued.token.hash(&keys()).0);
