@@ -8,16 +8,25 @@ pub(crate) const INSERT_CHUNK: usize = 256;
 /// backend (diesel's `MultiConnection` has no multi-row inserts of its own). The row type must be
 /// `treat_none_as_default_value = false`: for rows that may hold `DEFAULT`, diesel's SQLite
 /// backend inserts row by row in a transaction of its own, which cannot nest in ours.
+/// A lone row goes in as a single-row statement, whose SQL is fixed and so stays in the
+/// connection's statement cache (a multi-row statement's SQL depends on its length and is
+/// prepared afresh each time).
 macro_rules! insert_rows {
     ($conn:expr, $table:expr, $rows:expr) => {
         for chunk in $rows.chunks($crate::INSERT_CHUNK) {
-            let insert = diesel::insert_into($table).values(chunk);
-            match &mut *$conn {
-                $crate::DbConn::Sqlite(c) => insert.execute(c)?,
-                $crate::DbConn::Pg(c) => insert.execute(c)?,
-            };
+            match chunk {
+                [row] => insert_rows!(@execute $conn, diesel::insert_into($table).values(row)),
+                rows => insert_rows!(@execute $conn, diesel::insert_into($table).values(rows)),
+            }
         }
     };
+    (@execute $conn:expr, $insert:expr) => {{
+        let insert = $insert;
+        match &mut *$conn {
+            $crate::DbConn::Sqlite(c) => insert.execute(c)?,
+            $crate::DbConn::Pg(c) => insert.execute(c)?,
+        };
+    }};
 }
 
 pub mod api_keys;
@@ -38,6 +47,7 @@ pub mod submissions;
 pub mod tenants;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod writer;
 
 use diesel::Connection;
 use diesel::connection::SimpleConnection;
@@ -51,13 +61,8 @@ pub use live::{ServeLock, WriteHold};
 pub struct Store {
     pool: conn::Pool,
     backend: Backend,
-    /// SQLite has one writer at a time: this process's writers queue here, on a lock that
-    /// blocks, instead of polling SQLite's busy handler (which is unfair and could starve one
-    /// writer past the busy timeout under load). Other processes still meet the busy timeout.
-    /// Behind the lock is the one connection this process writes with: its page cache stays
-    /// valid from one write to the next (a pooled connection's is dropped whenever another
-    /// connection has committed).
-    sqlite_writer: std::sync::Arc<std::sync::Mutex<Option<DbConn>>>,
+    /// SQLite's one writer connection, with group commit (see `writer`).
+    sqlite_writer: std::sync::Arc<writer::SqliteWriter>,
     /// The single-node copy of lease facts (off unless this process serves a SQLite file).
     live: std::sync::Arc<live::LiveFacts>,
 }
@@ -153,43 +158,9 @@ impl Store {
         f: impl FnOnce(&mut DbConn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         match self.backend {
-            Backend::Sqlite(_) => {
-                // Queue for SQLite's one write slot. A poisoned lock means a writer panicked
-                // mid-transaction: the database itself is intact (SQLite rolls back what was not
-                // committed), but its connection is in doubt and is dropped.
-                let mut writer = self.sqlite_writer.lock().unwrap_or_else(|poisoned| {
-                    let mut writer = poisoned.into_inner();
-                    *writer = None;
-                    self.sqlite_writer.clear_poison();
-                    writer
-                });
-                let conn = match writer.take() {
-                    Some(conn) => writer.insert(conn),
-                    None => {
-                        let mut conn = conn::establish_set_up(&self.backend)?;
-                        conn.batch_execute(conn::SQLITE_WRITER_SETUP)?;
-                        writer.insert(conn)
-                    }
-                };
-                conn.batch_execute("BEGIN IMMEDIATE")?;
-                let result = match with_events(conn, f) {
-                    Ok(value) => conn.batch_execute("COMMIT").map(|()| value).map_err(|e| {
-                        let _ = conn.batch_execute("ROLLBACK");
-                        StoreError::from(e)
-                    }),
-                    Err(e) => conn
-                        .batch_execute("ROLLBACK")
-                        .map_err(StoreError::from)
-                        .and(Err(e)),
-                };
-                if diesel::r2d2::R2D2Connection::is_broken(conn)
-                    || matches!(result, Err(StoreError::Unavailable(_)))
-                {
-                    // Start afresh next time rather than reuse a connection in doubt.
-                    *writer = None;
-                }
-                result
-            }
+            Backend::Sqlite(_) => self
+                .sqlite_writer
+                .write(&self.backend, |c| with_events(c, f)),
             Backend::Postgres(_) => {
                 let mut conn = self.pool.get()?;
                 let conn: &mut DbConn = &mut conn;
