@@ -84,6 +84,8 @@ pub struct Measured {
     pub requests: u64,
     /// From the start of the recorded window to the last recorded completion.
     pub elapsed: Duration,
+    /// When the recorded window started.
+    pub recorded_from: Option<Instant>,
     /// Latency of each successful operation, in microseconds, sorted.
     pub latencies: Vec<u32>,
     /// Per step, the latencies of successful operations' steps, sorted.
@@ -260,6 +262,7 @@ where
             kinds.entry(key).or_insert_with(|| (0, sample)).0 += count;
         }
     }
+    total.recorded_from = Some(measure_start);
     total.elapsed = if total.operations == 0 {
         window.measure
     } else {

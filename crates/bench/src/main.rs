@@ -291,22 +291,50 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// Runs `f` while tracking the server's peak memory; returns its result and the peak in KiB.
-fn watched<R>(memory: &Memory, f: impl FnOnce() -> R) -> (R, Option<u64>) {
+/// What was seen of the server while a scenario ran.
+struct Watched {
+    /// Peak resident set, KiB.
+    peak_kib: Option<u64>,
+    /// The server's CPU time used so far, sampled every 100 ms.
+    cpu: Vec<(std::time::Instant, Duration)>,
+}
+
+impl Watched {
+    /// The server's CPU time between `from` and `to`, from the samples nearest to them.
+    fn cpu_between(&self, from: std::time::Instant, to: std::time::Instant) -> Option<Duration> {
+        let nearest = |at: std::time::Instant| {
+            self.cpu
+                .iter()
+                .min_by_key(|(t, _)| t.max(&at).duration_since(*t.min(&at)))
+                .map(|(_, cpu)| *cpu)
+        };
+        Some(nearest(to)?.saturating_sub(nearest(from)?))
+    }
+}
+
+/// Runs `f` while tracking the server's peak memory and CPU time.
+fn watched<R>(memory: &Memory, f: impl FnOnce() -> R) -> (R, Watched) {
     let reset = memory.reset_peak();
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let (result, sampled) = std::thread::scope(|scope| {
+    let (result, (sampled, cpu)) = std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {
             let mut peak = memory.rss_kib().unwrap_or(0);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut cpu = Vec::new();
+            loop {
+                if let Some(used) = memory.cpu_time() {
+                    cpu.push((std::time::Instant::now(), used));
+                }
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
                 std::thread::sleep(Duration::from_millis(100));
                 peak = peak.max(memory.rss_kib().unwrap_or(0));
             }
-            peak
+            (peak, cpu)
         });
         let result = f();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        (result, sampler.join().unwrap_or(0))
+        (result, sampler.join().unwrap_or_default())
     });
     let hwm = memory.peak_kib();
     let peak = if reset {
@@ -314,7 +342,11 @@ fn watched<R>(memory: &Memory, f: impl FnOnce() -> R) -> (R, Option<u64>) {
     } else {
         Some(sampled)
     };
-    (result, peak.filter(|p| *p > 0))
+    let watched = Watched {
+        peak_kib: peak.filter(|p| *p > 0),
+        cpu,
+    };
+    (result, watched)
 }
 
 struct Run<'a> {
@@ -379,8 +411,24 @@ impl Run<'_> {
         f: impl FnOnce(&Ctx) -> Measured,
     ) -> Row {
         let stored = self.ctx.stored();
-        let (m, peak) = watched(&self.memory, || f(&self.ctx));
-        let mut row = Row::from_measured(name, what, unit, connections, &m, peak, stored, steps);
+        let (m, seen) = watched(&self.memory, || f(&self.ctx));
+        let mut row = Row::from_measured(
+            name,
+            what,
+            unit,
+            connections,
+            &m,
+            seen.peak_kib,
+            stored,
+            steps,
+        );
+        if let Some(from) = m.recorded_from
+            && m.units > 0
+        {
+            let cpu = seen.cpu_between(from, from + m.elapsed);
+            row.server_cpu_us =
+                cpu.map(|c| report::round(c.as_secs_f64() * 1e6 / m.units as f64, 1));
+        }
         // Against the ceiling in HTTP requests per second; a batch call is not comparable.
         if !name.contains("batch")
             && let Some(ceiling) = self.rows.iter().find(|r| r.name == "ceiling")
@@ -755,7 +803,7 @@ fn scenarios_in_order(
             flows
         ));
         let stored = run.ctx.stored();
-        let (seeded, peak) = watched(&run.memory, || scenarios::seed(&run.ctx, &plan));
+        let (seeded, seen) = watched(&run.memory, || scenarios::seed(&run.ctx, &plan));
         let seeded = seeded?;
         let m = Measured {
             units: seeded.count,
@@ -782,7 +830,7 @@ fn scenarios_in_order(
             "grant",
             run.ctx.seed_threads,
             &m,
-            peak,
+            seen.peak_kib,
             stored,
             &[],
         );

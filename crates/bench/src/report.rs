@@ -41,6 +41,9 @@ pub struct Row {
     pub error_kinds: Vec<ErrorRow>,
     /// The server's peak resident set size during the scenario, MB (10^6 bytes).
     pub peak_rss_mb: Option<f64>,
+    /// The server's CPU time (user + system, all threads) per unit in the recorded window,
+    /// microseconds: unlike rates, it hardly moves when other guests take the machine's cores.
+    pub server_cpu_us: Option<f64>,
     /// `requests_per_second` / the ceiling's, same run.
     pub ratio_to_ceiling: Option<f64>,
     /// Grants stored when the scenario started.
@@ -120,6 +123,7 @@ impl Row {
             throttled: m.throttled,
             error_kinds: m.kinds.iter().map(ErrorRow::from).collect(),
             peak_rss_mb: peak_kib.map(mb),
+            server_cpu_us: None,
             ratio_to_ceiling: None,
             grants_stored,
             steps: step_names
@@ -310,7 +314,7 @@ fn cell(x: Option<f64>, digits: usize) -> String {
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<14} {:>6} {:>10} {:>10} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8} {:>9}  {}\n",
+        "{:<14} {:>6} {:>10} {:>10} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8} {:>8} {:>9}  {}\n",
         "scenario",
         "conns",
         "rate/s",
@@ -320,6 +324,7 @@ pub fn table(rows: &[Row]) -> String {
         "errors",
         "429/503",
         "RSS MB",
+        "CPU µs",
         "×ceiling",
         "grants",
         "vs base (p99 ×, rate ×)"
@@ -330,7 +335,7 @@ pub fn table(rows: &[Row]) -> String {
             format!("{} / {}", cell(v.p99_ratio, 2), cell(v.rate_ratio, 2))
         });
         out.push_str(&format!(
-            "{:<14} {:>6} {:>10} {:>10.0} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8} {:>9}  {}\n",
+            "{:<14} {:>6} {:>10} {:>10.0} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8} {:>8} {:>9}  {}\n",
             r.name,
             r.connections,
             rate,
@@ -340,6 +345,7 @@ pub fn table(rows: &[Row]) -> String {
             r.errors,
             r.throttled,
             cell(r.peak_rss_mb, 1),
+            cell(r.server_cpu_us, 0),
             cell(r.ratio_to_ceiling, 3),
             r.grants_stored,
             vs

@@ -387,6 +387,17 @@ impl Memory {
         self.field("VmHWM:")
     }
 
+    /// CPU time the server has used so far (user + system), from `/proc/<pid>/stat`.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        // Fields after the command name (which may hold spaces): utime and stime are the 12th
+        // and 13th, in clock ticks of 1/100 s (Linux's fixed USER_HZ).
+        let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+        let utime: u64 = fields.next()?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        Some(Duration::from_millis((utime + stime) * 10))
+    }
+
     /// Current resident set size (`VmRSS`) in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
         self.field("VmRSS:")
