@@ -175,16 +175,7 @@ pub fn append_all(conn: &mut DbConn, events: &[NewEvent]) -> Result<(), StoreErr
         }
     }
     for (chain, list) in by_chain {
-        let head = audit_heads::table.filter(audit_heads::chain.eq(&chain));
-        let locked = diesel::update(head)
-            .set(audit_heads::chain_seq.eq(audit_heads::chain_seq))
-            .execute(conn)?;
-        if locked == 0 {
-            start_chain(conn, &chain)?;
-        }
-        let (mut seq, last_hash): (i64, Vec<u8>) = head
-            .select((audit_heads::chain_seq, audit_heads::hash))
-            .get_result(conn)?;
+        let (mut seq, last_hash) = lock_head(conn, &chain)?;
         let mut prev: [u8; 32] = last_hash
             .as_slice()
             .try_into()
@@ -199,13 +190,56 @@ pub fn append_all(conn: &mut DbConn, events: &[NewEvent]) -> Result<(), StoreErr
             })
             .collect();
         insert_rows!(conn, audit_events::table, rows);
-        diesel::update(head)
-            .set((
-                audit_heads::chain_seq.eq(seq),
-                audit_heads::hash.eq(&prev[..]),
-            ))
-            .execute(conn)?;
+        set_head(conn, &chain, seq, &prev)?;
     }
+    Ok(())
+}
+
+/// The chain's head position and hash, locked for the rest of the transaction (created if the
+/// chain has none yet). PostgreSQL: a no-op update takes the row lock. SQLite: the one writer
+/// already holds the database's write lock, so a plain read will do, and unlike an `UPDATE`
+/// (which diesel never caches) its prepared statement is reused.
+fn lock_head(conn: &mut DbConn, chain: &str) -> Result<(i64, Vec<u8>), StoreError> {
+    let head = audit_heads::table.filter(audit_heads::chain.eq(chain));
+    let columns = (audit_heads::chain_seq, audit_heads::hash);
+    let found = match conn {
+        DbConn::Pg(_) => {
+            let locked = diesel::update(head)
+                .set(audit_heads::chain_seq.eq(audit_heads::chain_seq))
+                .execute(conn)?;
+            if locked == 0 {
+                None
+            } else {
+                Some(head.select(columns).get_result(conn)?)
+            }
+        }
+        DbConn::Sqlite(_) => head.select(columns).get_result(conn).optional()?,
+    };
+    match found {
+        Some(found) => Ok(found),
+        None => {
+            start_chain(conn, chain)?;
+            Ok(head.select(columns).get_result(conn)?)
+        }
+    }
+}
+
+/// Moves the chain's head. SQLite replaces the row: the statement is cached, unlike an
+/// `UPDATE`'s (nothing refers to a head row, so replacing it is the same as updating it).
+fn set_head(conn: &mut DbConn, chain: &str, seq: i64, hash: &[u8; 32]) -> Result<(), StoreError> {
+    let values = (
+        audit_heads::chain.eq(chain),
+        audit_heads::chain_seq.eq(seq),
+        audit_heads::hash.eq(&hash[..]),
+    );
+    match conn {
+        DbConn::Sqlite(c) => diesel::replace_into(audit_heads::table)
+            .values(values)
+            .execute(c)?,
+        DbConn::Pg(c) => diesel::update(audit_heads::table.filter(audit_heads::chain.eq(chain)))
+            .set(values)
+            .execute(c)?,
+    };
     Ok(())
 }
 

@@ -110,8 +110,12 @@ impl SqliteWriter {
         let mut state = self.lock();
         self.queued.fetch_sub(1, Ordering::SeqCst);
 
+        // The first writer of a transaction needs no savepoint: rolling the whole transaction
+        // back undoes its changes and nobody else's. (This also keeps a large lone write, such
+        // as a batch of grants, from copying every page it touches into a savepoint journal.)
+        let first = state.open.is_none();
         let batch = state.begin(backend)?;
-        if let Err(e) = state.execute("SAVEPOINT writer") {
+        if !first && let Err(e) = state.execute("SAVEPOINT writer") {
             state.fail(&e);
             return Err(e);
         }
@@ -120,6 +124,7 @@ impl SqliteWriter {
                 Ok(ran) => ran,
                 Err(panic) => {
                     state.fail(&StoreError::Internal("a writer panicked".into()));
+                    state.conn = None; // in doubt
                     drop(state);
                     resume_unwind(panic);
                 }
@@ -128,7 +133,7 @@ impl SqliteWriter {
         };
         match ran {
             Ok(value) => {
-                if let Err(e) = state.execute("RELEASE writer") {
+                if !first && let Err(e) = state.execute("RELEASE writer") {
                     state.fail(&e);
                     return Err(e);
                 }
@@ -142,6 +147,11 @@ impl SqliteWriter {
                     drop(state);
                     batch.wait().map(|()| value)
                 }
+            }
+            Err(e) if first => {
+                // The transaction holds this writer's changes only.
+                state.fail(&e);
+                Err(e)
             }
             Err(e) => {
                 // Undo this writer's part only. If that fails, SQLite has already rolled the
@@ -183,9 +193,8 @@ impl SqliteWriter {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|poisoned| {
             let mut state = poisoned.into_inner();
-            if state.open.is_some() || state.conn.is_some() {
-                state.fail(&StoreError::Internal("a writer panicked".into()));
-            }
+            state.fail(&StoreError::Internal("a writer panicked".into()));
+            state.conn = None; // in doubt
             self.state.clear_poison();
             state
         })
@@ -231,10 +240,10 @@ impl State {
         Ok(batch)
     }
 
-    /// Rolls the open transaction back, fails its writers, and drops the connection if it is
-    /// in doubt.
+    /// Rolls the open transaction back, fails its writers, and drops the connection if it
+    /// broke or the database is unavailable.
     fn fail(&mut self, cause: &StoreError) {
-        let mut in_doubt = matches!(cause, StoreError::Unavailable(_) | StoreError::Internal(_));
+        let mut in_doubt = matches!(cause, StoreError::Unavailable(_));
         if let Some(conn) = self.conn.as_mut() {
             // Fails harmlessly when SQLite has rolled back already.
             let _ = conn.batch_execute("ROLLBACK");
@@ -364,6 +373,22 @@ mod tests {
         assert_eq!(committed(&s), vec![1]);
         s.writer.write(&s.backend, |c| insert(c, 3)).unwrap();
         assert_eq!(committed(&s), vec![1, 3]);
+    }
+
+    #[test]
+    fn a_failing_first_writer_leaves_the_next_alone() {
+        let s = scratch();
+        let (a, b) = two_writers(
+            &s,
+            |c| -> Result<(), StoreError> {
+                insert(c, 1)?;
+                Err(StoreError::Conflict("refused".into()))
+            },
+            |c| insert(c, 2),
+        );
+        assert!(matches!(a, Err(StoreError::Conflict(_))));
+        b.unwrap().unwrap();
+        assert_eq!(committed(&s), vec![2]);
     }
 
     #[test]
