@@ -63,6 +63,8 @@ pub struct Opened {
     pub flow: Flow,
     /// The grant's factor kind (what to ask for).
     pub factor: FactorKind,
+    /// The grant as the flow was opened (its state may move on).
+    pub grant: GrantRecord,
     /// For a browser: the cookie secret (only its keyed hash is stored).
     pub cookie_secret: Option<SecretString>,
 }
@@ -129,7 +131,7 @@ pub fn open(state: &AppState, token: &str, visitor: &Visitor) -> Result<Opened, 
         .as_ref()
         .map(|s| cookie_hash(state, s.expose()));
     let flow_id = FlowId::new(now, &state.rng).map_err(ApiError::internal)?;
-    let (flow, factor) = state.store.write(|c| {
+    let (flow, factor, grant) = state.store.write(|c| {
         let record = match grants::by_token(c, &hash) {
             Err(StoreError::NotFound) => return Ok(Err(link_invalid())),
             other => other?,
@@ -156,11 +158,13 @@ pub fn open(state: &AppState, token: &str, visitor: &Visitor) -> Result<Opened, 
             }),
             now,
         )?;
-        Ok(Ok((flow, record.grant.factor_kind)))
+        let factor = record.grant.factor_kind;
+        Ok(Ok((flow, factor, record)))
     })??;
     Ok(Opened {
         flow,
         factor,
+        grant,
         cookie_secret,
     })
 }
@@ -173,8 +177,20 @@ pub fn factor(
     presented: Option<SecretString>,
     visitor: &Visitor,
 ) -> Result<Next, ApiError> {
-    let now = micros::truncate(state.clock.now());
     let record = grant_of(state, &stored)?;
+    factor_on(state, stored, &record, presented, visitor)
+}
+
+/// [`factor`] on the flow's grant as just read (by [`open`], in the same request): the step's
+/// own transaction checks the grant's state again under its lock.
+pub fn factor_on(
+    state: &AppState,
+    stored: StoredFlow,
+    record: &GrantRecord,
+    presented: Option<SecretString>,
+    visitor: &Visitor,
+) -> Result<Next, ApiError> {
+    let now = micros::truncate(state.clock.now());
     let grant = &record.grant;
     let matched = match (grant.factor_kind, &grant.factor_verifier, &presented) {
         (FactorKind::None, _, _) => true,
@@ -202,7 +218,7 @@ pub fn factor(
         .flow
         .step(event, now, &state.limits)
         .map_err(ApiError::flow)?;
-    carry_out(state, &record, stored.version, transition, visitor, now)
+    carry_out(state, record, stored.version, transition, visitor, now)
 }
 
 /// Checks a code; on success issues the lease.

@@ -121,7 +121,8 @@ pub async fn start(
             version: 0,
         };
         let flow_id = stored.flow.id;
-        let next = exchange::factor(state, stored, body.factor.map(SecretString::new), &visitor)?;
+        let factor = body.factor.map(SecretString::new);
+        let next = exchange::factor_on(state, stored, &opened.grant, factor, &visitor)?;
         Ok(answer(flow_id, next))
     })
     .await?;
