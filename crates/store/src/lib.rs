@@ -147,7 +147,7 @@ impl Store {
         result
     }
 
-    /// Appends audit events in one transaction (group commit of reads). It changes no lease
+    /// Appends audit events in one write (the group commit of reads). It changes no lease
     /// or grant fact, so the single-node copy stays valid. Blocks.
     pub fn append_audit(&self, events: &[audit::NewEvent]) -> Result<(), StoreError> {
         self.transact(|c| audit::append_all(c, events))
