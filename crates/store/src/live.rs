@@ -38,7 +38,7 @@ const MAX_FACTS: usize = 200_000;
 /// How long an operator's command waits for a server's answer or for the lock.
 const HOLD_WAIT: Duration = Duration::from_secs(10);
 /// How often a serving process checkpoints the WAL.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(1000);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// How long a starting server waits for an operator's command to finish.
 const SERVE_WAIT: Duration = Duration::from_secs(3);
 
