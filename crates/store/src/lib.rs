@@ -10,7 +10,8 @@ pub(crate) const INSERT_CHUNK: usize = 256;
 /// backend inserts row by row in a transaction of its own, which cannot nest in ours.
 /// A lone row goes in as a single-row statement, whose SQL is fixed and so stays in the
 /// connection's statement cache (a multi-row statement's SQL depends on its length and is
-/// prepared afresh each time).
+/// prepared afresh each time). `insert_rows!(@execute conn, statement)` runs one statement on
+/// either backend.
 macro_rules! insert_rows {
     ($conn:expr, $table:expr, $rows:expr) => {
         for chunk in $rows.chunks($crate::INSERT_CHUNK) {
