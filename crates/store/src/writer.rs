@@ -296,6 +296,14 @@ mod tests {
         Ok(c.batch_execute(&format!("INSERT INTO t VALUES ({x})"))?)
     }
 
+    /// A writer that inserts `x`, then fails.
+    fn insert_then_refuse(x: i64) -> impl FnOnce(&mut DbConn) -> Result<(), StoreError> + Send {
+        move |c| {
+            insert(c, x)?;
+            Err(StoreError::Conflict("refused".into()))
+        }
+    }
+
     #[derive(diesel::QueryableByName)]
     struct X {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -360,14 +368,7 @@ mod tests {
     #[test]
     fn a_failing_writer_takes_nothing_of_the_others() {
         let s = scratch();
-        let (a, b) = two_writers(
-            &s,
-            |c| insert(c, 1),
-            |c| -> Result<(), StoreError> {
-                insert(c, 2)?;
-                Err(StoreError::Conflict("refused".into()))
-            },
-        );
+        let (a, b) = two_writers(&s, |c| insert(c, 1), insert_then_refuse(2));
         a.unwrap();
         assert!(matches!(b.unwrap(), Err(StoreError::Conflict(_))));
         assert_eq!(committed(&s), vec![1]);
@@ -378,14 +379,7 @@ mod tests {
     #[test]
     fn a_failing_first_writer_leaves_the_next_alone() {
         let s = scratch();
-        let (a, b) = two_writers(
-            &s,
-            |c| -> Result<(), StoreError> {
-                insert(c, 1)?;
-                Err(StoreError::Conflict("refused".into()))
-            },
-            |c| insert(c, 2),
-        );
+        let (a, b) = two_writers(&s, insert_then_refuse(1), |c| insert(c, 2));
         assert!(matches!(a, Err(StoreError::Conflict(_))));
         b.unwrap().unwrap();
         assert_eq!(committed(&s), vec![2]);
