@@ -29,8 +29,14 @@ impl Metrics {
         }
     }
 
-    /// The text exposition, with the pool gauges passed in.
-    pub fn render(&self, backend: &str, pool_connections: u32, pool_idle: u32) -> String {
+    /// The text exposition, with the pool gauges and SQLite's group commit counters passed in.
+    pub fn render(
+        &self,
+        backend: &str,
+        pool_connections: u32,
+        pool_idle: u32,
+        writes: Option<linklease_store::WriteStats>,
+    ) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -54,6 +60,27 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE linklease_db_pool_idle gauge");
         let _ = writeln!(out, "linklease_db_pool_idle {pool_idle}");
+        if let Some(writes) = writes {
+            let _ = writeln!(
+                out,
+                "# HELP linklease_sqlite_commits_total Transactions SQLite's writer committed."
+            );
+            let _ = writeln!(out, "# TYPE linklease_sqlite_commits_total counter");
+            let _ = writeln!(out, "linklease_sqlite_commits_total {}", writes.commits);
+            let _ = writeln!(
+                out,
+                "# HELP linklease_sqlite_committed_writes_total Writes those transactions held (group commit)."
+            );
+            let _ = writeln!(
+                out,
+                "# TYPE linklease_sqlite_committed_writes_total counter"
+            );
+            let _ = writeln!(
+                out,
+                "linklease_sqlite_committed_writes_total {}",
+                writes.writes
+            );
+        }
         let Ok(map) = self.requests.lock() else {
             return out;
         };

@@ -170,6 +170,15 @@ impl Store {
         }
     }
 
+    /// SQLite's group commit so far (for `/metrics`); `None` on PostgreSQL, where every write
+    /// commits on its own.
+    pub fn write_stats(&self) -> Option<WriteStats> {
+        match self.backend {
+            Backend::Sqlite(_) => Some(self.sqlite_writer.stats()),
+            Backend::Postgres(_) => None,
+        }
+    }
+
     /// Open and idle connections of the pool (for `/metrics`).
     pub fn pool_state(&self) -> diesel::r2d2::State {
         self.pool.state()
@@ -179,6 +188,15 @@ impl Store {
     pub fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| Ok(conn.batch_execute("SELECT 1")?))
     }
+}
+
+/// What SQLite's writer has committed since the process started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Writes those transactions held (more than `commits` when writes were grouped).
+    pub writes: u64,
 }
 
 /// Parses an id column; a malformed one means the stored data is corrupt.

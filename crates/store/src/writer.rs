@@ -39,6 +39,8 @@ pub(crate) struct SqliteWriter {
     queued: AtomicUsize,
     /// Transactions committed.
     commits: AtomicU64,
+    /// Writers whose changes those transactions held.
+    committed_writes: AtomicU64,
     max_batch: usize,
     max_open: Duration,
 }
@@ -49,6 +51,7 @@ impl Default for SqliteWriter {
             state: Mutex::default(),
             queued: AtomicUsize::new(0),
             commits: AtomicU64::new(0),
+            committed_writes: AtomicU64::new(0),
             max_batch: MAX_BATCH,
             max_open: MAX_OPEN,
         }
@@ -169,6 +172,14 @@ impl SqliteWriter {
         }
     }
 
+    /// Transactions committed so far, and the writes they held.
+    pub(crate) fn stats(&self) -> crate::WriteStats {
+        crate::WriteStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            writes: self.committed_writes.load(Ordering::Relaxed),
+        }
+    }
+
     /// Commits the open transaction and tells its writers.
     fn commit(&self, state: &mut State) -> Result<(), StoreError> {
         let Some(open) = state.open.take() else {
@@ -177,6 +188,8 @@ impl SqliteWriter {
         match state.execute("COMMIT") {
             Ok(()) => {
                 self.commits.fetch_add(1, Ordering::Relaxed);
+                self.committed_writes
+                    .fetch_add(open.members as u64, Ordering::Relaxed);
                 open.batch.settle(Ok(()));
                 Ok(())
             }
@@ -357,12 +370,14 @@ mod tests {
     #[test]
     fn queued_writers_share_one_commit() {
         let s = scratch();
-        let before = s.writer.commits.load(Ordering::SeqCst);
+        let before = s.writer.stats();
         let (a, b) = two_writers(&s, |c| insert(c, 1), |c| insert(c, 2));
         a.unwrap();
         b.unwrap().unwrap();
         assert_eq!(committed(&s), vec![1, 2]);
-        assert_eq!(s.writer.commits.load(Ordering::SeqCst), before + 1);
+        let after = s.writer.stats();
+        assert_eq!(after.commits, before.commits + 1);
+        assert_eq!(after.writes, before.writes + 2);
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         state.store.backend_name(),
         pool.connections,
         pool.idle_connections,
+        state.store.write_stats(),
     );
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

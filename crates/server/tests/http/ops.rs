@@ -37,6 +37,18 @@ fn health_readiness_and_metrics(s: &TestServer) {
         r#"linklease_http_requests_total{method="GET",route="/healthz",status="200"} 1"#
     ));
     assert!(text.contains("linklease_db_pool_connections"));
+    // SQLite's group commit: at least the grant's creation, and never fewer writes than commits.
+    let counter = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+    };
+    if text.contains(r#"backend="sqlite""#) {
+        let commits = counter("linklease_sqlite_commits_total").expect("commits counter");
+        let writes = counter("linklease_sqlite_committed_writes_total").expect("writes counter");
+        assert!(commits >= 1 && writes >= commits, "{text}");
+    } else {
+        assert!(!text.contains("linklease_sqlite_commits_total"), "{text}");
+    }
     assert!(!text.contains(token), "metrics never hold a path");
 }
 
