@@ -61,9 +61,8 @@ impl Visitor {
 pub struct Opened {
     /// The flow.
     pub flow: Flow,
-    /// The grant's factor kind (what to ask for).
-    pub factor: FactorKind,
-    /// The grant as the flow was opened (its state may move on).
+    /// The grant as the flow was opened (its state may move on; its factor kind is what to
+    /// ask for).
     pub grant: GrantRecord,
     /// For a browser: the cookie secret (only its keyed hash is stored).
     pub cookie_secret: Option<SecretString>,
@@ -131,7 +130,7 @@ pub fn open(state: &AppState, token: &str, visitor: &Visitor) -> Result<Opened, 
         .as_ref()
         .map(|s| cookie_hash(state, s.expose()));
     let flow_id = FlowId::new(now, &state.rng).map_err(ApiError::internal)?;
-    let (flow, factor, grant) = state.store.write(|c| {
+    let (flow, grant) = state.store.write(|c| {
         let record = match grants::by_token(c, &hash) {
             Err(StoreError::NotFound) => return Ok(Err(link_invalid())),
             other => other?,
@@ -158,12 +157,10 @@ pub fn open(state: &AppState, token: &str, visitor: &Visitor) -> Result<Opened, 
             }),
             now,
         )?;
-        let factor = record.grant.factor_kind;
-        Ok(Ok((flow, factor, record)))
+        Ok(Ok((flow, record)))
     })??;
     Ok(Opened {
         flow,
-        factor,
         grant,
         cookie_secret,
     })
