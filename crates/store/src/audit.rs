@@ -189,17 +189,7 @@ pub fn append_all(conn: &mut DbConn, events: &[NewEvent]) -> Result<(), StoreErr
                 row
             })
             .collect();
-        match conn {
-            // One round trip for many rows.
-            DbConn::Pg(_) => insert_rows!(conn, audit_events::table, rows),
-            // No round trips: one cached single-row statement per event is cheaper than
-            // preparing a multi-row statement afresh for each group (diesel caches none).
-            DbConn::Sqlite(_) => {
-                for row in &rows {
-                    insert_rows!(@execute conn, diesel::insert_into(audit_events::table).values(row));
-                }
-            }
-        }
+        insert_rows!(conn, audit_events::table, rows);
         set_head(conn, &chain, seq, &prev)?;
     }
     Ok(())

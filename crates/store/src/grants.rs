@@ -62,12 +62,12 @@ pub fn insert_all(conn: &mut DbConn, news: &[NewGrant], actor: &Actor) -> Result
                     new.grant.created_at,
                 )?;
             }
-            insert_rows(conn, std::slice::from_ref(new), actor)?;
+            insert_batch(conn, std::slice::from_ref(new), actor)?;
         }
         return Ok(());
     }
     for chunk in news.chunks(crate::INSERT_CHUNK) {
-        insert_rows(conn, chunk, actor)?;
+        insert_batch(conn, chunk, actor)?;
     }
     Ok(())
 }
@@ -117,7 +117,7 @@ struct NewStateRow {
 }
 
 /// Inserts the rows of `news` (none superseding another) and records their events.
-fn insert_rows(conn: &mut DbConn, news: &[NewGrant], actor: &Actor) -> Result<(), StoreError> {
+fn insert_batch(conn: &mut DbConn, news: &[NewGrant], actor: &Actor) -> Result<(), StoreError> {
     let mut grant_rows = Vec::with_capacity(news.len());
     let mut payload_rows = Vec::with_capacity(news.len());
     let mut label_rows = Vec::new();

@@ -4,30 +4,31 @@
 /// PostgreSQL's limits on parameters per statement).
 pub(crate) const INSERT_CHUNK: usize = 256;
 
-/// Inserts the slice `rows` into `table` with one statement per [`INSERT_CHUNK`] rows, typed per
-/// backend (diesel's `MultiConnection` has no multi-row inserts of its own). The row type must be
-/// `treat_none_as_default_value = false`: for rows that may hold `DEFAULT`, diesel's SQLite
-/// backend inserts row by row in a transaction of its own, which cannot nest in ours.
-/// A lone row goes in as a single-row statement, whose SQL is fixed and so stays in the
-/// connection's statement cache (a multi-row statement's SQL depends on its length and is
-/// prepared afresh each time). `insert_rows!(@execute conn, statement)` runs one statement on
-/// either backend.
+/// Inserts the slice `rows` into `table`, typed per backend (diesel's `MultiConnection` has no
+/// multi-row inserts of its own). SQLite (no round trips) takes one row at a time through a
+/// single-row statement, whose SQL is fixed and so stays in the connection's statement cache:
+/// diesel prepares a multi-row statement afresh every time. PostgreSQL takes one statement per
+/// [`INSERT_CHUNK`] rows (one round trip for many), a lone row as a single-row statement. The row
+/// type must be `treat_none_as_default_value = false`: for rows that may hold `DEFAULT`, diesel's
+/// SQLite backend inserts row by row in a transaction of its own, which cannot nest in ours.
 macro_rules! insert_rows {
     ($conn:expr, $table:expr, $rows:expr) => {
-        for chunk in $rows.chunks($crate::INSERT_CHUNK) {
-            match chunk {
-                [row] => insert_rows!(@execute $conn, diesel::insert_into($table).values(row)),
-                rows => insert_rows!(@execute $conn, diesel::insert_into($table).values(rows)),
+        match &mut *$conn {
+            $crate::DbConn::Sqlite(c) => {
+                for row in $rows.iter() {
+                    diesel::insert_into($table).values(row).execute(c)?;
+                }
+            }
+            $crate::DbConn::Pg(c) => {
+                for chunk in $rows.chunks($crate::INSERT_CHUNK) {
+                    match chunk {
+                        [row] => diesel::insert_into($table).values(row).execute(c)?,
+                        rows => diesel::insert_into($table).values(rows).execute(c)?,
+                    };
+                }
             }
         }
     };
-    (@execute $conn:expr, $insert:expr) => {{
-        let insert = $insert;
-        match &mut *$conn {
-            $crate::DbConn::Sqlite(c) => insert.execute(c)?,
-            $crate::DbConn::Pg(c) => insert.execute(c)?,
-        };
-    }};
 }
 
 pub mod api_keys;
@@ -133,11 +134,14 @@ impl Store {
         self.live.get(id)
     }
 
-    /// Runs `f` in one transaction: all of it commits, or none of it does. Blocks.
+    /// Runs `f` in one transaction: all of it commits, or none of it does; returns once it
+    /// has committed. Blocks.
     ///
-    /// SQLite starts with `BEGIN IMMEDIATE`, taking the write lock up front: two deferred
-    /// transactions that both upgrade to writing would otherwise fail with `SQLITE_BUSY`
-    /// without waiting for the busy timeout.
+    /// On SQLite that transaction may be shared with other writers queued at the same moment
+    /// (group commit, see `writer`), `f` then running in a savepoint of it. It starts with
+    /// `BEGIN IMMEDIATE`, taking the write lock up front: two deferred transactions that both
+    /// upgrade to writing would otherwise fail with `SQLITE_BUSY` without waiting for the busy
+    /// timeout.
     pub fn write<T>(
         &self,
         f: impl FnOnce(&mut DbConn) -> Result<T, StoreError>,
