@@ -399,11 +399,7 @@ impl Event {
 
 /// Every event of one grant and of its leases, oldest first.
 pub fn for_grant(conn: &mut DbConn, grant: GrantId) -> Result<Vec<Event>, StoreError> {
-    Ok(audit_events::table
-        .filter(audit_events::grant_id.eq(grant.to_string()))
-        .order(audit_events::seq.asc())
-        .select(Event::as_select())
-        .load(conn)?)
+    crate::audit_index::grant_events(conn, grant, None)
 }
 
 /// Every event, oldest first (operators and tests; the auditor API pages through [`page`]).

@@ -33,6 +33,7 @@ macro_rules! insert_rows {
 
 pub mod api_keys;
 pub mod audit;
+mod audit_index;
 pub mod audit_keys;
 pub mod clients;
 mod conn;

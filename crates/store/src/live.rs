@@ -206,7 +206,12 @@ impl Store {
             .map_err(|e| StoreError::Unavailable(format!("cannot start: {e}")))?;
         // Nothing copied before is valid: a previous claim's drop moved the epoch on.
         self.live.enabled.store(true, Ordering::Release);
-        if let Err(e) = self.start_checkpointer() {
+        let live = self.live.clone();
+        let serving = move || live.enabled.load(Ordering::Acquire);
+        if let Err(e) = self
+            .start_checkpointer()
+            .and_then(|()| self.start_audit_indexer(serving))
+        {
             self.live.enabled.store(false, Ordering::Release);
             self.live.changed_always();
             return Err(e);

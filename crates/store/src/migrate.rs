@@ -57,6 +57,19 @@ pub fn revert_all(backend: &Backend) -> Result<(), StoreError> {
     .map_err(harness_error)
 }
 
+/// Reverts the last applied migration and returns its name (tests use it to apply a data
+/// migration again over stored rows).
+pub fn revert_last(backend: &Backend) -> Result<String, StoreError> {
+    let mut conn = backend.establish()?;
+    let source = migrations(&conn);
+    match &mut conn {
+        DbConn::Pg(pg) => pg.revert_last_migration(source),
+        DbConn::Sqlite(lite) => lite.revert_last_migration(source),
+    }
+    .map(|version| version.to_string())
+    .map_err(harness_error)
+}
+
 /// The names of the embedded migrations of each backend: (sqlite, postgres).
 pub fn embedded_names() -> Result<(Vec<String>, Vec<String>), StoreError> {
     let names = |source: EmbeddedMigrations| -> Result<Vec<String>, StoreError> {

@@ -11,7 +11,7 @@ use linklease_grant::{GrantId, micros};
 
 use crate::audit::{self, Actor, AuditKind, NewEvent};
 use crate::grants;
-use crate::schema::{audit_events, grant_payloads, grant_state, grants as grants_t, submissions};
+use crate::schema::{grant_payloads, grant_state, grants as grants_t, submissions};
 use crate::{DbConn, StoreError, parse_id};
 
 /// What one call purged.
@@ -83,13 +83,10 @@ pub fn ended_before(
         // Serialises with anything else deciding on this grant (another purge, on PostgreSQL).
         grants::lock_state(conn, id)?;
         let record = grants::by_id(conn, id)?;
-        let used_at: Option<i64> = audit_events::table
-            .filter(audit_events::grant_id.eq(id.to_string()))
-            .filter(audit_events::kind.eq(AuditKind::GrantUsed.as_str()))
-            .select(audit_events::at)
-            .order(audit_events::seq.asc())
-            .get_result(conn)
-            .optional()?;
+        let used_at: Option<i64> =
+            crate::audit_index::grant_events(conn, id, Some(AuditKind::GrantUsed))?
+                .first()
+                .map(|e| e.at);
         let before = |t: Option<OffsetDateTime>| t.is_some_and(|t| micros::to_micros(t) < cutoff);
         let ended = before(Some(record.grant.expires_at))
             || before(record.state.revoked_at)

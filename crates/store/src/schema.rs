@@ -164,6 +164,22 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// SQLite only: events by grant, filled in the background (see `audit_index`).
+    audit_grant_index (grant_id, seq) {
+        grant_id -> Text,
+        seq -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// SQLite only: one row; every event with a grant and `seq <= upto` is in the index.
+    audit_grant_index_state (id) {
+        id -> Integer,
+        upto -> BigInt,
+    }
+}
+
+diesel::table! {
     audit_heads (chain) {
         chain -> Text,
         chain_seq -> BigInt,
@@ -204,6 +220,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     grant_labels,
     grant_state,
     audit_events,
+    audit_grant_index,
+    audit_grant_index_state,
     signing_keys,
     flows,
     leases,

@@ -190,6 +190,9 @@ fn purge_keeps_the_evidence_of_ended_grants_only(db: &TestDb) {
     db.store
         .write(|c| grants::take_use(c, &used, &Actor::system(), t(20)))
         .unwrap();
+    // The first grant's use is found through the grant index (SQLite builds it in the
+    // background), the second's among the events not indexed yet.
+    db.store.index_audit().unwrap();
     // Used up only after three hours.
     let used_late = grant(db, acme, json!({"payload": {"e": 5}}));
     submit(db, &used_late, t(180));
@@ -417,7 +420,167 @@ fn checkpoints_and_bundles_survive_rotation(db: &TestDb) {
     ));
 }
 
+/// A read event about `g` (what every `GET /v1/lease` appends).
+fn read_event(db: &TestDb, g: &Grant) {
+    let event = audit::NewEvent {
+        at: NOW,
+        tenant: Some(g.tenant),
+        grant: Some(g.id),
+        lease: None,
+        kind: audit::AuditKind::PayloadRead,
+        actor: Actor::system(),
+        detail: json!({}),
+    };
+    db.store.append_audit(&[event]).unwrap();
+}
+
+/// The seqs of `g`'s history, checked to be its own and in order.
+fn history(db: &TestDb, g: &Grant) -> Vec<i64> {
+    let events = db.store.read(|c| audit::for_grant(c, g.id)).unwrap();
+    assert!(events.iter().all(|e| e.grant_id == Some(g.id.to_string())));
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    seqs
+}
+
+/// A grant's history is whole, in order and without doubles whatever the background indexer
+/// has done: nothing indexed yet, everything indexed, a pass cut off after inserting entries
+/// but before moving its watermark, and the same events indexed twice. (SQLite defers its index
+/// by grant; PostgreSQL indexes as it goes, and `index_audit` has nothing to do there.)
+fn grant_history_is_whole_whatever_the_indexer_did(db: &TestDb) {
+    use diesel::prelude::*;
+    use linklease_store::schema::{audit_grant_index, audit_grant_index_state};
+    let sqlite = db.store.backend_name() == "sqlite";
+    let acme = tenant(db, "acme");
+    let a = grant(db, acme, json!({"payload": {"a": 1}}));
+    let b = grant(db, acme, json!({"payload": {"b": 2}}));
+    for g in [&a, &b, &a] {
+        read_event(db, g);
+    }
+    let (a3, b2) = (history(db, &a), history(db, &b));
+    assert_eq!((a3.len(), b2.len()), (3, 2), "nothing indexed yet");
+
+    let moved = db.store.index_audit().unwrap();
+    if sqlite {
+        assert!(moved >= 5, "{moved}");
+    } else {
+        assert_eq!(moved, 0);
+    }
+    assert_eq!((history(db, &a), history(db, &b)), (a3.clone(), b2.clone()));
+    assert_eq!(db.store.index_audit().unwrap(), 0, "nothing new");
+
+    read_event(db, &a);
+    read_event(db, &a);
+    let a5 = history(db, &a);
+    assert_eq!(a5.len(), 5, "indexed and not yet indexed");
+    assert_eq!(a5[..3], a3[..]);
+    if sqlite {
+        // A pass cut off half-way: entries past the watermark, which readers must not count twice.
+        db.store
+            .write(|c| {
+                for seq in &a5[3..] {
+                    diesel::insert_into(audit_grant_index::table)
+                        .values((
+                            audit_grant_index::grant_id.eq(a.id.to_string()),
+                            audit_grant_index::seq.eq(seq),
+                        ))
+                        .execute(c)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(history(db, &a), a5);
+        // An event whose grant is spelt unlike any written by linklease is indexed as it is.
+        let odd_seq: i64 = db
+            .store
+            .write(|c| {
+                use linklease_store::schema::audit_events as e;
+                Ok(diesel::insert_into(e::table)
+                    .values((
+                        e::at.eq(0),
+                        e::grant_id.eq("ODD"),
+                        e::kind.eq("payload.read"),
+                        e::actor_kind.eq("system"),
+                        e::detail.eq("{}"),
+                    ))
+                    .returning(e::seq)
+                    .get_result(c)?)
+            })
+            .unwrap();
+        // The next pass inserts them again, harmlessly, and moves the watermark past them.
+        assert_eq!(db.store.index_audit().unwrap(), 3);
+        let odd: Vec<(String, i64)> = db
+            .store
+            .read(|c| {
+                Ok(audit_grant_index::table
+                    .filter(audit_grant_index::grant_id.eq("ODD"))
+                    .load(c)?)
+            })
+            .unwrap();
+        assert_eq!(odd, vec![("ODD".to_string(), odd_seq)]);
+        let upto: i64 = db
+            .store
+            .read(|c| {
+                Ok(audit_grant_index_state::table
+                    .select(audit_grant_index_state::upto)
+                    .get_result(c)?)
+            })
+            .unwrap();
+        assert_eq!(upto, odd_seq);
+        let indexed: i64 = db
+            .store
+            .read(|c| {
+                Ok(audit_grant_index::table
+                    .filter(audit_grant_index::grant_id.eq(a.id.to_string()))
+                    .count()
+                    .get_result(c)?)
+            })
+            .unwrap();
+        assert_eq!(indexed, 5);
+    }
+    assert_eq!((history(db, &a), history(db, &b)), (a5, b2));
+}
+
+/// The migration that defers SQLite's grant index indexes the events already stored: undone
+/// and applied again over a log with events, every grant's history is whole and indexed.
+#[test]
+fn sqlite_deferred_index_migration_indexes_stored_events() {
+    use diesel::prelude::*;
+    use linklease_store::schema::{audit_grant_index, audit_grant_index_state};
+    let db = TestDb::sqlite();
+    let acme = tenant(&db, "acme");
+    let a = grant(&db, acme, json!({"payload": {"a": 1}}));
+    read_event(&db, &a);
+    let before = history(&db, &a);
+    assert_eq!(before.len(), 2);
+    let backend = linklease_store::Backend::from_url(&db.url).unwrap();
+    let undone = linklease_store::migrate::revert_last(&backend).unwrap();
+    assert_eq!(
+        undone, "20261126000001",
+        "the deferred index is the last migration"
+    );
+    assert_eq!(db.store.migrate().unwrap().len(), 1);
+    let (indexed, upto): (i64, i64) = db
+        .store
+        .read(|c| {
+            Ok((
+                audit_grant_index::table.count().get_result(c)?,
+                audit_grant_index_state::table
+                    .select(audit_grant_index_state::upto)
+                    .get_result(c)?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(
+        indexed, 2,
+        "the grant's two events (the tenant's own have no grant)"
+    );
+    assert_eq!(upto, *before.last().unwrap());
+    assert_eq!(history(&db, &a), before);
+}
+
 backend_tests!(
+    grant_history_is_whole_whatever_the_indexer_did,
     purge_keeps_the_evidence_of_ended_grants_only,
     submissions_allow_only_emptying_a_body,
     verify_names_forged_rows,
