@@ -8,6 +8,12 @@ mod commands;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// jemalloc (C code's `malloc` too), configured in `.cargo/config.toml`: two arenas, and freed
+/// pages go back to the system after 500 ms. glibc's arena per thread kept the memory freed after
+/// bursts of batch creation resident (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::new().filter_or("LINKLEASE_LOG", "info"))
