@@ -10,10 +10,11 @@ use linklease_lease::LeaseClaims;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
-/// Tokens kept before the cache starts over (entries are cheap to rebuild).
-const MAX_ENTRIES: usize = 50_000;
+/// Entries kept before a cache starts over (entries are cheap to rebuild). Sized for the hot
+/// set, not for history: a full run's P2 filled 50,000-entry caches with grants used once.
+const MAX_ENTRIES: usize = 10_000;
 /// Payload bytes kept before the cache starts over: memory stays bounded whatever the payloads.
-const MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
+const MAX_PAYLOAD_BYTES: usize = 8 * 1024 * 1024;
 
 /// Claims of tokens whose signature was verified, by SHA-256 of the token.
 #[derive(Debug, Default)]
