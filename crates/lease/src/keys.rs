@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{DecodingKey, EncodingKey};
+use jsonwebtoken::DecodingKey;
 use ring::rand::SecureRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use std::fmt;
@@ -38,7 +38,8 @@ pub struct SigningKey {
     /// The raw 32-byte public key.
     pub public: [u8; 32],
     pkcs8: Vec<u8>,
-    encoding: EncodingKey,
+    /// Parsed once: parsing derives the public key, which costs about as much as a signature.
+    pair: std::sync::Arc<Ed25519KeyPair>,
     decoding: DecodingKey,
 }
 
@@ -78,7 +79,7 @@ impl SigningKey {
             created_at,
             retired_at,
             public,
-            encoding: EncodingKey::from_ed_der(&pkcs8),
+            pair: std::sync::Arc::new(pair),
             decoding: DecodingKey::from_ed_der(&public),
             pkcs8,
         })
@@ -95,8 +96,9 @@ impl SigningKey {
         self.retired_at.map(|at| at + limits.lease_absolute)
     }
 
-    pub(crate) fn encoding(&self) -> &EncodingKey {
-        &self.encoding
+    /// The Ed25519 signature of `message`.
+    pub(crate) fn sign(&self, message: &[u8]) -> ring::signature::Signature {
+        self.pair.sign(message)
     }
 
     pub(crate) fn decoding(&self) -> &DecodingKey {

@@ -213,3 +213,21 @@ fn rotation_keeps_old_leases_valid_until_they_must_have_expired() {
     assert!(SigningKey::from_pkcs8(vec![1, 2, 3], T0, None).is_err());
     assert!(KeySet::new(Vec::new()).is_err());
 }
+
+/// `token::sign` signs with the key pair it keeps parsed; the token is byte for byte the one
+/// `jsonwebtoken::encode` makes from the stored PKCS#8 document (Ed25519 is deterministic).
+#[test]
+fn signing_makes_the_token_jsonwebtoken_would() {
+    let keys = keyset();
+    let key = keys.signer();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(key.kid.clone());
+    let theirs = jsonwebtoken::encode(
+        &header,
+        &claims(),
+        &jsonwebtoken::EncodingKey::from_ed_der(key.pkcs8()),
+    )
+    .unwrap();
+    let ours = token::sign(&claims(), key).unwrap();
+    assert_eq!(ours.expose(), theirs);
+}
