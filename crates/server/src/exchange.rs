@@ -113,39 +113,67 @@ fn forbidden_ip() -> ApiError {
     ApiError::new(Code::Forbidden, "this address may not use this link")
 }
 
-/// Opens a flow from a link token and records `link.visited`. Never sends a code, never
-/// issues a lease, never consumes a use: opening a link twice is harmless.
-pub fn open(state: &AppState, token: &str, visitor: &Visitor) -> Result<Opened, ApiError> {
-    let link_invalid = || ApiError::new(Code::LinkInvalid, "this link is not valid");
-    let token = LinkToken::parse(token).ok_or_else(link_invalid)?;
-    let hash = token.hash(&state.keys);
-    let now = micros::truncate(state.clock.now());
-    let cookie_secret = match visitor.holder {
-        Holder::Browser => Some(
-            linklease_grant::secret::random_token("", &state.rng).map_err(ApiError::internal)?,
-        ),
-        Holder::Partner(_) => None,
-    };
-    let cookie = cookie_secret
-        .as_ref()
-        .map(|s| cookie_hash(state, s.expose()));
-    let flow_id = FlowId::new(now, &state.rng).map_err(ApiError::internal)?;
-    let (flow, grant) = state.store.write(|c| {
-        let record = match grants::by_token(c, &hash) {
+/// What opening a flow needs before its transaction.
+struct Opening {
+    hash: SecretHash,
+    now: OffsetDateTime,
+    flow_id: FlowId,
+    cookie_secret: Option<SecretString>,
+    cookie: Option<SecretHash>,
+}
+
+impl Opening {
+    fn new(state: &AppState, token: &str, visitor: &Visitor) -> Result<Self, ApiError> {
+        let token = LinkToken::parse(token).ok_or_else(link_invalid)?;
+        let now = micros::truncate(state.clock.now());
+        let cookie_secret = match visitor.holder {
+            Holder::Browser => Some(
+                linklease_grant::secret::random_token("", &state.rng)
+                    .map_err(ApiError::internal)?,
+            ),
+            Holder::Partner(_) => None,
+        };
+        let cookie = cookie_secret
+            .as_ref()
+            .map(|s| cookie_hash(state, s.expose()));
+        Ok(Self {
+            hash: token.hash(&state.keys),
+            now,
+            flow_id: FlowId::new(now, &state.rng).map_err(ApiError::internal)?,
+            cookie_secret,
+            cookie,
+        })
+    }
+
+    /// In the caller's transaction: finds the link's grant, checks it may be opened, stores the
+    /// flow and records `link.visited`. `Ok(Err(_))` refuses the visit (nothing stored).
+    fn store(
+        &self,
+        c: &mut DbConn,
+        state: &AppState,
+        visitor: &Visitor,
+    ) -> Result<Result<(Flow, GrantRecord), ApiError>, StoreError> {
+        let record = match grants::by_token(c, &self.hash) {
             Err(StoreError::NotFound) => return Ok(Err(link_invalid())),
             other => other?,
         };
         if visitor.tenant.is_some_and(|t| t != record.grant.tenant) {
             return Ok(Err(link_invalid()));
         }
-        if let Err(e) = active(&record, now) {
+        if let Err(e) = active(&record, self.now) {
             return Ok(Err(e));
         }
         if !ip_allowed(&record.grant.allowed_ip_blocks, visitor.ip) {
             return Ok(Err(forbidden_ip()));
         }
-        let flow = Flow::open(flow_id, record.grant.id, visitor.holder, now, &state.limits);
-        flows::insert(c, &flow, cookie.as_ref())?;
+        let flow = Flow::open(
+            self.flow_id,
+            record.grant.id,
+            visitor.holder,
+            self.now,
+            &state.limits,
+        );
+        flows::insert(c, &flow, self.cookie.as_ref())?;
         append(
             c,
             &record,
@@ -155,15 +183,59 @@ pub fn open(state: &AppState, token: &str, visitor: &Visitor) -> Result<Opened, 
             serde_json::json!({
                 "flow": flow.id,
             }),
-            now,
+            self.now,
         )?;
         Ok(Ok((flow, record)))
-    })??;
+    }
+}
+
+fn link_invalid() -> ApiError {
+    ApiError::new(Code::LinkInvalid, "this link is not valid")
+}
+
+/// Opens a flow from a link token and records `link.visited`. Never sends a code, never
+/// issues a lease, never consumes a use: opening a link twice is harmless.
+pub fn open(state: &AppState, token: &str, visitor: &Visitor) -> Result<Opened, ApiError> {
+    let opening = Opening::new(state, token, visitor)?;
+    let (flow, grant) = state.store.write(|c| opening.store(c, state, visitor))??;
     Ok(Opened {
         flow,
         grant,
-        cookie_secret,
+        cookie_secret: opening.cookie_secret,
     })
+}
+
+/// A partner's exchange: opens a flow from a link and checks the factor (`None` when the grant
+/// has none) in one transaction, then sends the code or issues the lease. The same records as
+/// [`open`] then [`factor`], one commit fewer. Returns the flow's id and what comes next.
+pub fn open_with_factor(
+    state: &AppState,
+    token: &str,
+    presented: Option<SecretString>,
+    visitor: &Visitor,
+) -> Result<(FlowId, Next), ApiError> {
+    let opening = Opening::new(state, token, visitor)?;
+    let now = opening.now;
+    let (record, step, stored) = state.store.write(|c| {
+        let (flow, record) = match opening.store(c, state, visitor)? {
+            Ok(opened) => opened,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let step = match factor_transition(state, &flow, &record, presented, now)
+            .and_then(|transition| Step::new(state, transition, now))
+        {
+            Ok(step) => step,
+            // The visit stays recorded, as when the factor comes in a request of its own.
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let stored = step.store(c, state, &record, 0, visitor, now)?;
+        Ok(Ok((record, step, stored)))
+    })??;
+    let flow_id = step.flow.id;
+    Ok((
+        flow_id,
+        step.finish(state, &record, 0, stored, visitor, now)?,
+    ))
 }
 
 /// Checks the factor (`None` for the Continue button of a grant without one); on success sends
@@ -175,19 +247,19 @@ pub fn factor(
     visitor: &Visitor,
 ) -> Result<Next, ApiError> {
     let record = grant_of(state, &stored)?;
-    factor_on(state, stored, &record, presented, visitor)
+    let now = micros::truncate(state.clock.now());
+    let transition = factor_transition(state, &stored.flow, &record, presented, now)?;
+    carry_out(state, &record, stored.version, transition, visitor, now)
 }
 
-/// [`factor`] on the flow's grant as just read (by [`open`], in the same request): the step's
-/// own transaction checks the grant's state again under its lock.
-pub fn factor_on(
+/// The flow's step on the factor presented.
+fn factor_transition(
     state: &AppState,
-    stored: StoredFlow,
+    flow: &Flow,
     record: &GrantRecord,
     presented: Option<SecretString>,
-    visitor: &Visitor,
-) -> Result<Next, ApiError> {
-    let now = micros::truncate(state.clock.now());
+    now: OffsetDateTime,
+) -> Result<Transition, ApiError> {
     let grant = &record.grant;
     let matched = match (grant.factor_kind, &grant.factor_verifier, &presented) {
         (FactorKind::None, _, _) => true,
@@ -211,11 +283,7 @@ pub fn factor_on(
         matched,
         otp_required: grant.otp_channel != OtpChannel::None,
     };
-    let transition = stored
-        .flow
-        .step(event, now, &state.limits)
-        .map_err(ApiError::flow)?;
-    carry_out(state, record, stored.version, transition, visitor, now)
+    flow.step(event, now, &state.limits).map_err(ApiError::flow)
 }
 
 /// Checks a code; on success issues the lease.
@@ -275,19 +343,73 @@ fn carry_out(
     visitor: &Visitor,
     now: OffsetDateTime,
 ) -> Result<Next, ApiError> {
-    let Transition {
-        flow,
-        effects,
-        refusal,
-    } = transition;
-    let grant = &record.grant;
-    let lease_id = if effects.contains(&Effect::IssueLease) {
-        Some(LeaseId::new(now, &state.rng).map_err(ApiError::internal)?)
-    } else {
-        None
-    };
-    let mut send = None;
-    let (grant_state, lease) = state.store.write(|c| {
+    let step = Step::new(state, transition, now)?;
+    let stored = state
+        .store
+        .write(|c| step.store(c, state, record, version, visitor, now))?;
+    step.finish(state, record, version, stored, visitor, now)
+}
+
+/// A flow's transition on its way to the database.
+struct Step {
+    flow: Flow,
+    effects: Vec<Effect>,
+    refusal: Option<FlowError>,
+    /// The id of the lease it issues, if it does.
+    lease_id: Option<LeaseId>,
+}
+
+/// What storing a [`Step`] left to do after the commit.
+struct StoredStep {
+    grant_state: linklease_grant::GrantState,
+    lease: Option<LeaseRecord>,
+    /// The code to generate and deliver, by number.
+    send: Option<u32>,
+}
+
+impl Step {
+    fn new(
+        state: &AppState,
+        transition: Transition,
+        now: OffsetDateTime,
+    ) -> Result<Self, ApiError> {
+        let Transition {
+            flow,
+            effects,
+            refusal,
+        } = transition;
+        let lease_id = if effects.contains(&Effect::IssueLease) {
+            Some(LeaseId::new(now, &state.rng).map_err(ApiError::internal)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            flow,
+            effects,
+            refusal,
+            lease_id,
+        })
+    }
+
+    /// In the caller's transaction: the flow's compare-and-set from `version` and the effects.
+    fn store(
+        &self,
+        c: &mut DbConn,
+        state: &AppState,
+        record: &GrantRecord,
+        version: i32,
+        visitor: &Visitor,
+        now: OffsetDateTime,
+    ) -> Result<StoredStep, StoreError> {
+        let Self {
+            flow,
+            effects,
+            lease_id,
+            ..
+        } = self;
+        let lease_id = *lease_id;
+        let grant = &record.grant;
+        let mut send = None;
         // Decide on the grant's state as of now, under its row lock: concurrent guesses queue
         // here, and once one of them locks the grant every later one is refused, right or
         // wrong, before anything is applied.
@@ -296,9 +418,9 @@ fn carry_out(
             GrantStatus::Active => {}
             status => return Err(StoreError::GrantNotActive(status)),
         }
-        flows::save(c, &flow, version)?;
+        flows::save(c, flow, version)?;
         let mut lease = None;
-        for effect in &effects {
+        for effect in effects {
             let (kind, detail) = match *effect {
                 Effect::FactorPassed => (AuditKind::FactorPassed, serde_json::json!({})),
                 Effect::FactorFailed => {
@@ -379,33 +501,56 @@ fn carry_out(
                 now,
             )?;
         }
-        Ok((grant_state, lease))
-    })?;
+        Ok(StoredStep {
+            grant_state,
+            lease,
+            send,
+        })
+    }
 
-    if let Some(refusal) = refusal {
-        let mut err = ApiError::flow(refusal);
-        if grant_state.locked_at.is_some() {
-            return Err(ApiError::grant_inactive(GrantStatus::Locked));
+    /// After the commit: the refusal, the signed lease, or the code's delivery.
+    fn finish(
+        self,
+        state: &AppState,
+        record: &GrantRecord,
+        version: i32,
+        stored: StoredStep,
+        visitor: &Visitor,
+        now: OffsetDateTime,
+    ) -> Result<Next, ApiError> {
+        let StoredStep {
+            grant_state,
+            lease,
+            send,
+        } = stored;
+        let grant = &record.grant;
+        let flow = self.flow;
+
+        if let Some(refusal) = self.refusal {
+            let mut err = ApiError::flow(refusal);
+            if grant_state.locked_at.is_some() {
+                return Err(ApiError::grant_inactive(GrantStatus::Locked));
+            }
+            if refusal == FlowError::FactorMismatch {
+                err.attempts_left =
+                    Some(state.limits.factor_attempts_left(
+                        grant_state.factor_failures,
+                        grant_state.otp_failures,
+                    ));
+            }
+            return Err(err);
         }
-        if refusal == FlowError::FactorMismatch {
-            err.attempts_left = Some(
-                state
-                    .limits
-                    .factor_attempts_left(grant_state.factor_failures, grant_state.otp_failures),
-            );
+        if let Some(lease) = lease {
+            return sign(state, lease, &grant.permissions).map(|l| Next::Lease(Box::new(l)));
         }
-        return Err(err);
+        if let Some(n) = send {
+            return deliver(state, record, flow, version + 1, n, visitor, now);
+        }
+        // A delivery was recorded: the next step is the code.
+        Ok(Next::Otp {
+            sent_to: sent_to(grant),
+        })
     }
-    if let Some(lease) = lease {
-        return sign(state, lease, &grant.permissions).map(|l| Next::Lease(Box::new(l)));
-    }
-    if let Some(n) = send {
-        return deliver(state, record, flow, version + 1, n, visitor, now);
-    }
-    // A delivery was recorded: the next step is the code.
-    Ok(Next::Otp {
-        sent_to: sent_to(grant),
-    })
 }
 
 /// Generates code number `n`, delivers it, then records the delivery (`otp.sent`).

@@ -115,14 +115,8 @@ pub async fn start(
     let JsonBody(body) = body?;
     let visitor = partner.visitor();
     let started = run(&state, move |state| {
-        let opened = exchange::open(state, &body.token, &visitor)?;
-        let stored = StoredFlow {
-            flow: opened.flow,
-            version: 0,
-        };
-        let flow_id = stored.flow.id;
         let factor = body.factor.map(SecretString::new);
-        let next = exchange::factor_on(state, stored, &opened.grant, factor, &visitor)?;
+        let (flow_id, next) = exchange::open_with_factor(state, &body.token, factor, &visitor)?;
         Ok(answer(flow_id, next))
     })
     .await?;
