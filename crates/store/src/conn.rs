@@ -174,6 +174,10 @@ pub(crate) fn build_pool(backend: Backend, options: &PoolOptions) -> Pool {
     r2d2::Pool::builder()
         .max_size(options.max_size)
         .min_idle(Some(0))
+        // No `SELECT 1` before every use: on PostgreSQL it was a round trip per request. A
+        // connection that died while idle fails its first query instead, and is dropped
+        // (`has_broken`); `Store::read` then tries once more on a fresh one.
+        .test_on_check_out(false)
         .connection_timeout(options.timeout)
         .connection_customizer(Box::new(Setup))
         .build_unchecked(Manager { backend })

@@ -106,13 +106,23 @@ impl Store {
         self.backend.name()
     }
 
-    /// Runs `f` on a pooled connection, outside any transaction. Blocks.
+    /// Runs `f` on a pooled connection, outside any transaction. Blocks. Connections are not
+    /// tested before use, so if `f` fails because its connection broke (one that died while
+    /// idle, say after a database restart), `f` runs once more on another: it only reads.
     pub fn read<T>(
         &self,
-        f: impl FnOnce(&mut DbConn) -> Result<T, StoreError>,
+        mut f: impl FnMut(&mut DbConn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        use diesel::r2d2::R2D2Connection;
         let mut conn = self.pool.get()?;
-        f(&mut conn)
+        match f(&mut conn) {
+            Err(_) if conn.is_broken() => {
+                drop(conn);
+                let mut fresh = self.pool.get()?;
+                f(&mut fresh)
+            }
+            done => done,
+        }
     }
 
     /// The mutable facts of lease `id`: from the single-node copy when it holds them (see
@@ -168,7 +178,14 @@ impl Store {
                 .sqlite_writer
                 .write(&self.backend, |c| with_events(c, f)),
             Backend::Postgres(_) => {
+                use diesel::r2d2::R2D2Connection;
+                // A write cannot simply run again once its connection failed (it may have
+                // committed), so unlike a read it first checks that the connection is alive.
                 let mut conn = self.pool.get()?;
+                if conn.ping().is_err() {
+                    drop(conn);
+                    conn = self.pool.get()?;
+                }
                 let conn: &mut DbConn = &mut conn;
                 conn.transaction(|c| with_events(c, f))
             }

@@ -552,6 +552,77 @@ fn migration_folders_match_between_backends() {
     );
 }
 
+/// Pooled connections are not tested before each use (that was a round trip per request on
+/// PostgreSQL). One whose server process went away while it sat idle fails its first query; a
+/// read then runs once more on a fresh connection, and the caller never sees the failure; a
+/// write checks its connection before it starts.
+#[test]
+fn reads_and_writes_survive_a_pooled_connection_killed_while_idle() {
+    use diesel::prelude::*;
+    let Some(db) = TestDb::postgres() else {
+        return;
+    };
+    #[derive(QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    let backend_pid = || {
+        db.store
+            .read(|c| Ok(diesel::sql_query("SELECT pg_backend_pid() AS pid").get_result::<Pid>(c)?))
+            .unwrap()
+            .pid
+    };
+    let before = backend_pid();
+    let admin_url = std::env::var(linklease_store::testing::POSTGRES_URL_VAR).unwrap();
+    let mut admin = diesel::PgConnection::establish(&admin_url).unwrap();
+    diesel::sql_query(format!("SELECT pg_terminate_backend({before})"))
+        .execute(&mut admin)
+        .unwrap();
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while diesel::sql_query(format!(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE pid = {before}"
+    ))
+    .get_result::<Count>(&mut admin)
+    .unwrap()
+    .n > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backend never went"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The pool hands out the killed connection again: the read still answers, from another.
+    let after = backend_pid();
+    assert_ne!(after, before);
+    assert_eq!(backend_pid(), after, "the fresh connection is the one kept");
+    // A write checks its connection first (it could not run again after a failure).
+    let killed = after;
+    diesel::sql_query(format!("SELECT pg_terminate_backend({killed})"))
+        .execute(&mut admin)
+        .unwrap();
+    while diesel::sql_query(format!(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE pid = {killed}"
+    ))
+    .get_result::<Count>(&mut admin)
+    .unwrap()
+    .n > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backend never went"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    tenant(&db, "after-a-restart");
+}
+
 #[test]
 fn unsupported_urls_are_refused_without_echoing_them() {
     let err = linklease_store::Store::open("mysql://user:hunter2@host/db", &Default::default())
