@@ -573,53 +573,41 @@ fn reads_and_writes_survive_a_pooled_connection_killed_while_idle() {
             .unwrap()
             .pid
     };
-    let before = backend_pid();
     let admin_url = std::env::var(linklease_store::testing::POSTGRES_URL_VAR).unwrap();
     let mut admin = diesel::PgConnection::establish(&admin_url).unwrap();
-    diesel::sql_query(format!("SELECT pg_terminate_backend({before})"))
-        .execute(&mut admin)
-        .unwrap();
-    #[derive(QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while diesel::sql_query(format!(
-        "SELECT count(*) AS n FROM pg_stat_activity WHERE pid = {before}"
-    ))
-    .get_result::<Count>(&mut admin)
-    .unwrap()
-    .n > 0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backend never went"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    // Ends backend `pid` and waits until it is gone.
+    let mut kill = |pid: i32| {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        diesel::sql_query(format!("SELECT pg_terminate_backend({pid})"))
+            .execute(&mut admin)
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let alive = format!("SELECT count(*) AS n FROM pg_stat_activity WHERE pid = {pid}");
+        while diesel::sql_query(&alive)
+            .get_result::<Count>(&mut admin)
+            .unwrap()
+            .n
+            > 0
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the backend never went"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    let before = backend_pid();
+    kill(before);
     // The pool hands out the killed connection again: the read still answers, from another.
     let after = backend_pid();
     assert_ne!(after, before);
     assert_eq!(backend_pid(), after, "the fresh connection is the one kept");
     // A write checks its connection first (it could not run again after a failure).
-    let killed = after;
-    diesel::sql_query(format!("SELECT pg_terminate_backend({killed})"))
-        .execute(&mut admin)
-        .unwrap();
-    while diesel::sql_query(format!(
-        "SELECT count(*) AS n FROM pg_stat_activity WHERE pid = {killed}"
-    ))
-    .get_result::<Count>(&mut admin)
-    .unwrap()
-    .n > 0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backend never went"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    kill(after);
     tenant(&db, "after-a-restart");
 }
 
