@@ -196,23 +196,18 @@ pub fn append_all(conn: &mut DbConn, events: &[NewEvent]) -> Result<(), StoreErr
 }
 
 /// The chain's head position and hash, locked for the rest of the transaction (created if the
-/// chain has none yet). PostgreSQL: a no-op update takes the row lock. SQLite: the one writer
-/// already holds the database's write lock, so a plain read will do, and unlike an `UPDATE`
-/// (which diesel never caches) its prepared statement is reused.
+/// chain has none yet). PostgreSQL: `SELECT … FOR UPDATE` takes the row lock. SQLite: the one
+/// writer already holds the database's write lock, so a plain read will do, and unlike an
+/// `UPDATE` (which diesel never caches) its prepared statement is reused.
 fn lock_head(conn: &mut DbConn, chain: &str) -> Result<(i64, Vec<u8>), StoreError> {
     let head = audit_heads::table.filter(audit_heads::chain.eq(chain));
     let columns = (audit_heads::chain_seq, audit_heads::hash);
     let found = match conn {
-        DbConn::Pg(_) => {
-            let locked = diesel::update(head)
-                .set(audit_heads::chain_seq.eq(audit_heads::chain_seq))
-                .execute(conn)?;
-            if locked == 0 {
-                None
-            } else {
-                Some(head.select(columns).get_result(conn)?)
-            }
-        }
+        DbConn::Pg(pg) => head
+            .select(columns)
+            .for_update()
+            .get_result(pg)
+            .optional()?,
         DbConn::Sqlite(_) => head.select(columns).get_result(conn).optional()?,
     };
     match found {

@@ -339,23 +339,23 @@ fn record(conn: &mut DbConn, (row, state): GrantAndState) -> Result<GrantRecord,
     })
 }
 
-/// Locks the grant's state row for the rest of the transaction and returns it fresh: a
-/// no-op update takes the row lock on PostgreSQL (concurrent steps on one grant then queue, each
-/// seeing the one before committed); on SQLite the one writer already holds the database's write
-/// lock, and the read alone is a statement diesel caches (it never caches an `UPDATE`).
+/// Locks the grant's state row for the rest of the transaction and returns it fresh: on
+/// PostgreSQL `SELECT … FOR UPDATE` (concurrent steps on one grant then queue, each seeing the
+/// one before committed; one round trip, and no new row version as a no-op `UPDATE` would
+/// leave); on SQLite the one writer already holds the database's write lock, and the read
+/// alone is a statement diesel caches (it never caches an `UPDATE`).
 /// Call first in a transaction that decides on the grant's status.
 pub fn lock_state(conn: &mut DbConn, grant: GrantId) -> Result<GrantState, StoreError> {
     let id = grant.to_string();
     let target = grant_state::table.filter(grant_state::grant_id.eq(&id));
-    if let DbConn::Pg(_) = conn {
-        diesel::update(target)
-            .set(grant_state::uses.eq(grant_state::uses))
-            .execute(conn)?;
-    }
-    target
-        .select(StateRow::as_select())
-        .get_result(conn)?
-        .try_into()
+    let row: StateRow = match conn {
+        DbConn::Pg(pg) => target
+            .select(StateRow::as_select())
+            .for_update()
+            .get_result(pg)?,
+        DbConn::Sqlite(_) => target.select(StateRow::as_select()).get_result(conn)?,
+    };
+    row.try_into()
 }
 
 /// A failed attempt to count against a grant.
