@@ -179,15 +179,25 @@ impl Store {
                 .write(&self.backend, |c| with_events(c, f)),
             Backend::Postgres(_) => {
                 use diesel::r2d2::R2D2Connection;
-                // A write cannot simply run again once its connection failed (it may have
-                // committed), so unlike a read it first checks that the connection is alive.
+                // A write cannot simply run again once its connection failed mid-way (it may
+                // have committed). But if its `BEGIN` failed on a broken connection (one that
+                // died while idle), nothing was done: it runs once more on a fresh connection.
+                let mut f = Some(f);
+                let run = |conn: &mut DbConn, f: &mut Option<_>| {
+                    conn.transaction(|c| match f.take() {
+                        Some(f) => with_events(c, f),
+                        None => Err(StoreError::Internal("a write ran twice".into())),
+                    })
+                };
                 let mut conn = self.pool.get()?;
-                if conn.ping().is_err() {
-                    drop(conn);
-                    conn = self.pool.get()?;
+                match run(&mut conn, &mut f) {
+                    Err(_) if f.is_some() && conn.is_broken() => {
+                        drop(conn);
+                        let mut fresh = self.pool.get()?;
+                        run(&mut fresh, &mut f)
+                    }
+                    done => done,
                 }
-                let conn: &mut DbConn = &mut conn;
-                conn.transaction(|c| with_events(c, f))
             }
         }
     }

@@ -554,8 +554,8 @@ fn migration_folders_match_between_backends() {
 
 /// Pooled connections are not tested before each use (that was a round trip per request on
 /// PostgreSQL). One whose server process went away while it sat idle fails its first query; a
-/// read then runs once more on a fresh connection, and the caller never sees the failure; a
-/// write checks its connection before it starts.
+/// read then runs once more on a fresh connection, and the caller never sees the failure; so
+/// does a write whose `BEGIN` failed (nothing of it was done).
 #[test]
 fn reads_and_writes_survive_a_pooled_connection_killed_while_idle() {
     use diesel::prelude::*;
@@ -606,7 +606,7 @@ fn reads_and_writes_survive_a_pooled_connection_killed_while_idle() {
     let after = backend_pid();
     assert_ne!(after, before);
     assert_eq!(backend_pid(), after, "the fresh connection is the one kept");
-    // A write checks its connection first (it could not run again after a failure).
+    // A write whose `BEGIN` meets a dead connection runs again on another (nothing was done).
     kill(after);
     tenant(&db, "after-a-restart");
 }
