@@ -60,9 +60,7 @@ pub(crate) fn grant_events(
             // The watermark first: every event up to it was indexed when it was read, and
             // neither events nor entries are ever removed, so the two parts below are disjoint
             // and together whole, in whatever snapshots they are read.
-            let upto: i64 = audit_grant_index_state::table
-                .select(audit_grant_index_state::upto)
-                .get_result(conn)?;
+            let upto = watermark(conn)?;
             let indexed = audit_grant_index::table
                 .filter(audit_grant_index::grant_id.eq(id.clone()))
                 .filter(audit_grant_index::seq.le(upto))
@@ -74,6 +72,13 @@ pub(crate) fn grant_events(
             Ok(events)
         }
     }
+}
+
+/// The watermark: every event with a grant and `seq` up to it is indexed.
+fn watermark(conn: &mut DbConn) -> Result<i64, StoreError> {
+    Ok(audit_grant_index_state::table
+        .select(audit_grant_index_state::upto)
+        .get_result(conn)?)
 }
 
 /// Events past the watermark, read for one pass.
@@ -93,9 +98,7 @@ struct Unindexed {
 const PAGE: usize = 8192;
 
 fn unindexed(conn: &mut DbConn) -> Result<Option<Unindexed>, StoreError> {
-    let upto: i64 = audit_grant_index_state::table
-        .select(audit_grant_index_state::upto)
-        .get_result(conn)?;
+    let upto = watermark(conn)?;
     let mut pass = Unindexed {
         last: upto,
         read: 0,
