@@ -394,6 +394,8 @@ fn verify_live(
             .map(|file| kept_ends(file, &keys))
             .collect::<Result<Vec<_>, Failure>>()?
     };
+    // The snapshot reads only: chain what is queued (PostgreSQL) before it begins.
+    store.chain_audit()?;
     let outcome = store.read(|c| {
         in_snapshot(c, |c| {
             let keys = match &trusted {

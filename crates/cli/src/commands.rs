@@ -412,6 +412,8 @@ fn serve(
     // SQLite: this server owns the file while it runs (and keeps an exact copy of the lease
     // facts); operators' commands reach it through the lock's socket.
     let _owned = store.serve_exclusively()?;
+    // PostgreSQL: audit events are queued with their changes and chained in the background.
+    let _chainer = store.start_audit_chainer()?;
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));

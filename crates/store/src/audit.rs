@@ -1,6 +1,7 @@
-//! Audit events: appended in the same transaction as the change they record, so a change that
+//! Audit events: recorded in the same transaction as the change they record, so a change that
 //! cannot be recorded does not happen, and chained: each event hashes its fields and the previous
-//! event of its tenant's chain (`linklease_audit`). See `docs/AUDIT.md`.
+//! event of its tenant's chain (`linklease_audit`). On PostgreSQL an event takes its place in the
+//! chain moments after the commit (`audit_queue`). See `docs/AUDIT.md`.
 
 use diesel::prelude::*;
 use serde::Serialize;
@@ -12,7 +13,7 @@ use linklease_audit::{
     ChainVerifier, EventRecord, GENESIS, Head, PublicKey, SYSTEM_CHAIN, Tamper, event_hash,
 };
 
-use crate::schema::{audit_events, audit_heads};
+use crate::schema::{audit_events, audit_heads, audit_queue};
 use crate::{DbConn, StoreError};
 
 /// What happened. The names are the stable strings of the product contract.
@@ -130,19 +131,97 @@ pub struct NewEvent {
     pub detail: serde_json::Value,
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = audit_events, treat_none_as_default_value = false)]
-struct EventRow<'a> {
+/// An event's fields as stored, before it takes its place in a chain: what PostgreSQL's queue
+/// holds (see `audit_queue`).
+#[derive(Clone, Debug, Insertable, Queryable, Selectable)]
+#[diesel(table_name = audit_queue, treat_none_as_default_value = false)]
+pub(crate) struct Unchained {
+    /// The tenant id, or `system`.
+    pub(crate) chain: String,
     at: i64,
     tenant_id: Option<String>,
     grant_id: Option<String>,
     lease_id: Option<String>,
+    kind: String,
+    actor_kind: String,
+    actor_id: Option<String>,
+    actor_ip: Option<String>,
+    actor_user_agent: Option<String>,
+    detail: String,
+}
+
+impl Unchained {
+    fn of(event: &NewEvent) -> Self {
+        Self {
+            chain: event
+                .tenant
+                .map_or_else(|| SYSTEM_CHAIN.to_owned(), |t| t.to_string()),
+            at: micros::to_micros(event.at),
+            tenant_id: event.tenant.map(|t| t.to_string()),
+            grant_id: event.grant.map(|g| g.to_string()),
+            lease_id: event.lease.map(|l| l.to_string()),
+            kind: event.kind.as_str().to_owned(),
+            actor_kind: event.actor.kind.to_owned(),
+            actor_id: event.actor.id.clone(),
+            actor_ip: event.actor.ip.clone(),
+            actor_user_agent: event.actor.user_agent.clone(),
+            detail: event.detail.to_string(),
+        }
+    }
+
+    /// The event at position `chain_seq` of its chain, after `prev`, with its hash.
+    fn chained(&self, chain_seq: i64, prev: &[u8; 32]) -> EventRow<'_> {
+        let hash = event_hash(
+            &self.chain,
+            chain_seq,
+            self.at,
+            [
+                self.tenant_id.as_deref(),
+                self.grant_id.as_deref(),
+                self.lease_id.as_deref(),
+            ],
+            &self.kind,
+            [
+                Some(self.actor_kind.as_str()),
+                self.actor_id.as_deref(),
+                self.actor_ip.as_deref(),
+                self.actor_user_agent.as_deref(),
+            ],
+            &self.detail,
+            prev,
+        );
+        EventRow {
+            at: self.at,
+            tenant_id: self.tenant_id.as_deref(),
+            grant_id: self.grant_id.as_deref(),
+            lease_id: self.lease_id.as_deref(),
+            kind: &self.kind,
+            actor_kind: &self.actor_kind,
+            actor_id: self.actor_id.as_deref(),
+            actor_ip: self.actor_ip.as_deref(),
+            actor_user_agent: self.actor_user_agent.as_deref(),
+            detail: &self.detail,
+            chain: &self.chain,
+            chain_seq,
+            prev_hash: prev.to_vec(),
+            hash: hash.to_vec(),
+        }
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = audit_events, treat_none_as_default_value = false)]
+struct EventRow<'a> {
+    at: i64,
+    tenant_id: Option<&'a str>,
+    grant_id: Option<&'a str>,
+    lease_id: Option<&'a str>,
     kind: &'a str,
     actor_kind: &'a str,
     actor_id: Option<&'a str>,
     actor_ip: Option<&'a str>,
     actor_user_agent: Option<&'a str>,
-    detail: String,
+    detail: &'a str,
     chain: &'a str,
     chain_seq: i64,
     prev_hash: Vec<u8>,
@@ -161,45 +240,61 @@ pub(crate) fn start_chain(conn: &mut DbConn, chain: &str) -> Result<(), StoreErr
     Ok(())
 }
 
-/// Appends many events in one transaction (group commit), taking each chain's head lock once:
-/// the same chain, hash for hash, as appending them one by one in this order.
+/// Appends events in the caller's transaction. SQLite: to their chains at once, taking each
+/// chain's head once (the same chain, hash for hash, as appending them one by one in this order).
+/// PostgreSQL: to the queue, whose events take their places in their chains moments later (see
+/// `audit_queue`), so that a tenant's transactions do not queue on its chain's head.
 pub fn append_all(conn: &mut DbConn, events: &[NewEvent]) -> Result<(), StoreError> {
-    let mut by_chain: Vec<(String, Vec<&NewEvent>)> = Vec::new();
-    for event in events {
-        let chain = event
-            .tenant
-            .map_or_else(|| SYSTEM_CHAIN.to_owned(), |t| t.to_string());
-        match by_chain.iter_mut().find(|(c, _)| *c == chain) {
-            Some((_, list)) => list.push(event),
-            None => by_chain.push((chain, vec![event])),
+    let rows: Vec<Unchained> = events.iter().map(Unchained::of).collect();
+    match conn {
+        DbConn::Pg(_) => crate::audit_queue::enqueue(conn, &rows),
+        DbConn::Sqlite(_) => {
+            let mut by_chain: Vec<(&str, Vec<&Unchained>)> = Vec::new();
+            for row in &rows {
+                match by_chain.iter_mut().find(|(c, _)| *c == row.chain) {
+                    Some((_, list)) => list.push(row),
+                    None => by_chain.push((&row.chain, vec![row])),
+                }
+            }
+            for (chain, list) in by_chain {
+                let head = lock_head(conn, chain)?;
+                extend_chain(conn, chain, head, &list)?;
+            }
+            Ok(())
         }
     }
-    for (chain, list) in by_chain {
-        let (mut seq, last_hash) = lock_head(conn, &chain)?;
-        let mut prev: [u8; 32] = last_hash
-            .as_slice()
-            .try_into()
-            .map_err(|_| StoreError::Corrupt(format!("audit head of {chain}")))?;
-        let rows: Vec<EventRow<'_>> = list
-            .into_iter()
-            .map(|event| {
-                seq += 1;
-                let row = chained_row(event, &chain, seq, &prev);
-                prev.copy_from_slice(&row.hash);
-                row
-            })
-            .collect();
-        insert_rows!(conn, audit_events::table, rows);
-        set_head(conn, &chain, seq, &prev)?;
-    }
-    Ok(())
+}
+
+/// Appends `events` (all of `chain`, in order) after the chain's locked `head` and moves the
+/// head past them.
+pub(crate) fn extend_chain(
+    conn: &mut DbConn,
+    chain: &str,
+    (mut seq, head_hash): (i64, Vec<u8>),
+    events: &[&Unchained],
+) -> Result<(), StoreError> {
+    let mut prev: [u8; 32] = head_hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("audit head of {chain}")))?;
+    let rows: Vec<EventRow<'_>> = events
+        .iter()
+        .map(|event| {
+            seq += 1;
+            let row = event.chained(seq, &prev);
+            prev.copy_from_slice(&row.hash);
+            row
+        })
+        .collect();
+    insert_rows!(conn, audit_events::table, rows);
+    set_head(conn, chain, seq, &prev)
 }
 
 /// The chain's head position and hash, locked for the rest of the transaction (created if the
 /// chain has none yet). PostgreSQL: `SELECT … FOR UPDATE` takes the row lock. SQLite: the one
 /// writer already holds the database's write lock, so a plain read will do, and unlike an
 /// `UPDATE` (which diesel never caches) its prepared statement is reused.
-fn lock_head(conn: &mut DbConn, chain: &str) -> Result<(i64, Vec<u8>), StoreError> {
+pub(crate) fn lock_head(conn: &mut DbConn, chain: &str) -> Result<(i64, Vec<u8>), StoreError> {
     let head = audit_heads::table.filter(audit_heads::chain.eq(chain));
     let columns = (audit_heads::chain_seq, audit_heads::hash);
     let found = match conn {
@@ -236,51 +331,6 @@ fn set_head(conn: &mut DbConn, chain: &str, seq: i64, hash: &[u8; 32]) -> Result
             .execute(c)?,
     };
     Ok(())
-}
-
-/// The row of `event` at position `chain_seq` after `prev`, with its hash.
-fn chained_row<'a>(
-    event: &'a NewEvent,
-    chain: &'a str,
-    chain_seq: i64,
-    prev: &[u8; 32],
-) -> EventRow<'a> {
-    let tenant = event.tenant.map(|t| t.to_string());
-    let at = micros::to_micros(event.at);
-    let grant = event.grant.map(|g| g.to_string());
-    let lease = event.lease.map(|l| l.to_string());
-    let detail = event.detail.to_string();
-    let hash = event_hash(
-        chain,
-        chain_seq,
-        at,
-        [tenant.as_deref(), grant.as_deref(), lease.as_deref()],
-        event.kind.as_str(),
-        [
-            Some(event.actor.kind),
-            event.actor.id.as_deref(),
-            event.actor.ip.as_deref(),
-            event.actor.user_agent.as_deref(),
-        ],
-        &detail,
-        prev,
-    );
-    EventRow {
-        at,
-        tenant_id: tenant,
-        grant_id: grant,
-        lease_id: lease,
-        kind: event.kind.as_str(),
-        actor_kind: event.actor.kind,
-        actor_id: event.actor.id.as_deref(),
-        actor_ip: event.actor.ip.as_deref(),
-        actor_user_agent: event.actor.user_agent.as_deref(),
-        detail,
-        chain,
-        chain_seq,
-        prev_hash: prev.to_vec(),
-        hash: hash.to_vec(),
-    }
 }
 
 thread_local! {
@@ -399,6 +449,7 @@ pub fn for_grant(conn: &mut DbConn, grant: GrantId) -> Result<Vec<Event>, StoreE
 
 /// Every event, oldest first (operators and tests; the auditor API pages through [`page`]).
 pub fn all(conn: &mut DbConn) -> Result<Vec<Event>, StoreError> {
+    crate::audit_queue::settle(conn)?;
     Ok(audit_events::table
         .order(audit_events::seq.asc())
         .select(Event::as_select())
@@ -412,6 +463,7 @@ pub fn page(
     after: i64,
     limit: i64,
 ) -> Result<Vec<Event>, StoreError> {
+    crate::audit_queue::settle(conn)?;
     let mut query = audit_events::table
         .filter(audit_events::seq.gt(after))
         .order(audit_events::seq.asc())
@@ -432,6 +484,7 @@ pub fn window(
     from: Option<i64>,
     to: Option<i64>,
 ) -> Result<(Vec<Head>, Vec<EventRecord>), StoreError> {
+    crate::audit_queue::settle(conn)?;
     // Chains in scope: the tenant's, or every chain.
     let chains: Vec<String> = match tenant {
         Some(t) => vec![t.to_string()],
@@ -487,6 +540,7 @@ pub fn window(
 
 /// The recorded head of every chain.
 pub fn heads(conn: &mut DbConn) -> Result<Vec<Head>, StoreError> {
+    crate::audit_queue::settle(conn)?;
     let rows: Vec<(String, i64, Vec<u8>)> = audit_heads::table
         .select((
             audit_heads::chain,
@@ -530,6 +584,7 @@ const VERIFY_BATCH: i64 = 20_000;
 /// recorded head, and every signed checkpoint (signature by one of `keys`, and the event it
 /// pins). `Ok(Err(tamper))` names the first bad event.
 pub fn verify(conn: &mut DbConn, keys: &[PublicKey]) -> Result<Result<Report, Tamper>, StoreError> {
+    crate::audit_queue::settle(conn)?;
     let mut verifier = ChainVerifier::new();
     let checkpoints = crate::audit_keys::checkpoints(conn)?;
     for checkpoint in &checkpoints {

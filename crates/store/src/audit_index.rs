@@ -55,7 +55,10 @@ pub(crate) fn grant_events(
         }
     };
     match conn {
-        DbConn::Pg(_) => Ok(of_grant().load(conn)?),
+        DbConn::Pg(_) => {
+            crate::audit_queue::settle(conn)?;
+            Ok(of_grant().load(conn)?)
+        }
         DbConn::Sqlite(_) => {
             // The watermark first: every event up to it was indexed when it was read, and
             // neither events nor entries are ever removed, so the two parts below are disjoint

@@ -35,6 +35,7 @@ pub mod api_keys;
 pub mod audit;
 mod audit_index;
 pub mod audit_keys;
+pub mod audit_queue;
 pub mod clients;
 mod conn;
 mod error;
@@ -68,6 +69,8 @@ pub struct Store {
     sqlite_writer: std::sync::Arc<writer::SqliteWriter>,
     /// The single-node copy of lease facts (off unless this process serves a SQLite file).
     live: std::sync::Arc<live::LiveFacts>,
+    /// PostgreSQL: wakes the audit chainer after a write (see `audit_queue`).
+    audit_queued: std::sync::Arc<audit_queue::Signal>,
 }
 
 impl std::fmt::Debug for Store {
@@ -87,6 +90,7 @@ impl Store {
             backend,
             sqlite_writer: std::sync::Arc::default(),
             live: std::sync::Arc::default(),
+            audit_queued: std::sync::Arc::default(),
         })
     }
 
@@ -190,14 +194,17 @@ impl Store {
                     })
                 };
                 let mut conn = self.pool.get()?;
-                match run(&mut conn, &mut f) {
+                let done = match run(&mut conn, &mut f) {
                     Err(_) if f.is_some() && conn.is_broken() => {
                         drop(conn);
                         let mut fresh = self.pool.get()?;
                         run(&mut fresh, &mut f)
                     }
                     done => done,
-                }
+                };
+                // Its audit events wait in the queue.
+                self.audit_queued.notify();
+                done
             }
         }
     }

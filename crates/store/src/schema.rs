@@ -180,6 +180,24 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// PostgreSQL only: events committed with their change, not yet chained (see `audit_queue`).
+    audit_queue (id) {
+        id -> BigInt,
+        chain -> Text,
+        at -> BigInt,
+        tenant_id -> Nullable<Text>,
+        grant_id -> Nullable<Text>,
+        lease_id -> Nullable<Text>,
+        kind -> Text,
+        actor_kind -> Text,
+        actor_id -> Nullable<Text>,
+        actor_ip -> Nullable<Text>,
+        actor_user_agent -> Nullable<Text>,
+        detail -> Text,
+    }
+}
+
+diesel::table! {
     audit_heads (chain) {
         chain -> Text,
         chain_seq -> BigInt,
@@ -227,6 +245,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     leases,
     submissions,
     audit_heads,
+    audit_queue,
     audit_keys,
     audit_checkpoints,
 );

@@ -34,6 +34,7 @@ pub struct TestServer {
     /// SQLite: this server owns the file, as `linklease serve` does (the single-node copy of
     /// lease facts is on, so every test also checks it).
     _serving: Option<linklease_store::ServeLock>,
+    _chainer: Option<linklease_store::audit_queue::AuditChainer>,
 }
 
 /// An answer.
@@ -113,6 +114,7 @@ impl TestServer {
     ) -> Self {
         capture_logs();
         let serving = store.serve_exclusively().unwrap();
+        let chainer = store.start_audit_chainer().unwrap();
         let outbox = tempfile::tempdir().unwrap();
         let courier = courier.unwrap_or_else(|| {
             linklease_courier::from_spec(
@@ -170,6 +172,7 @@ impl TestServer {
             agent,
             outbox,
             _serving: serving,
+            _chainer: chainer,
         }
     }
 
