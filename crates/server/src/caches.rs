@@ -107,12 +107,17 @@ impl<K: std::hash::Hash + Eq + Copy, V> Immutable<K, V> {
             return Ok(found);
         }
         let value = Arc::new(load()?);
+        self.insert(key, value.clone());
+        Ok(value)
+    }
+
+    /// Caches `value`, which the caller has just stored or read, under `key`.
+    pub fn insert(&self, key: K, value: Arc<V>) {
         if let Ok(mut guard) = self.entries.write() {
             if guard.len() >= MAX_ENTRIES {
                 guard.clear();
             }
-            guard.insert(key, value.clone());
+            guard.insert(key, value);
         }
-        Ok(value)
     }
 }

@@ -8,12 +8,13 @@
 //! the visitor gets `unavailable` and may ask again; nothing is lost.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use linklease_courier::OtpMessage;
 use linklease_grant::contact::mask;
 use linklease_grant::{
-    FactorKind, FlowId, GrantStatus, IpBlock, LeaseId, LinkToken, OtpChannel, Purpose, SecretHash,
-    SecretString, TenantId, factor, micros,
+    FactorKind, FlowId, Grant, GrantState, GrantStatus, IpBlock, LeaseId, LinkToken, OtpChannel,
+    Purpose, SecretHash, SecretString, TenantId, factor, micros,
 };
 use linklease_lease::token::{self, LeaseClaims, Scope};
 use linklease_lease::{Effect, Event, Flow, FlowError, Holder, Transition, lease, otp};
@@ -145,15 +146,16 @@ impl Opening {
         })
     }
 
-    /// In the caller's transaction: finds the link's grant, checks it may be opened, stores the
-    /// flow and records `link.visited`. `Ok(Err(_))` refuses the visit (nothing stored).
-    fn store(
+    /// In the caller's transaction: finds the link's grant and checks that it may be opened,
+    /// locking its state when `lock` (see `grants::by_token_locking`). `Ok(Err(_))` refuses
+    /// the visit.
+    fn find(
         &self,
         c: &mut DbConn,
-        state: &AppState,
         visitor: &Visitor,
-    ) -> Result<Result<(Flow, GrantRecord), ApiError>, StoreError> {
-        let record = match grants::by_token(c, &self.hash) {
+        lock: bool,
+    ) -> Result<Result<GrantRecord, ApiError>, StoreError> {
+        let record = match grants::by_token_locking(c, &self.hash, lock) {
             Err(StoreError::NotFound) => return Ok(Err(link_invalid())),
             other => other?,
         };
@@ -166,17 +168,34 @@ impl Opening {
         if !ip_allowed(&record.grant.allowed_ip_blocks, visitor.ip) {
             return Ok(Err(forbidden_ip()));
         }
-        let flow = Flow::open(
+        Ok(Ok(record))
+    }
+
+    /// The flow this visit opens.
+    fn flow(&self, state: &AppState, record: &GrantRecord, visitor: &Visitor) -> Flow {
+        Flow::open(
             self.flow_id,
             record.grant.id,
             visitor.holder,
             self.now,
             &state.limits,
-        );
-        flows::insert(c, &flow, self.cookie.as_ref())?;
+        )
+    }
+
+    /// In the caller's transaction: stores `flow` at `version` (0 as opened, 1 with a first step
+    /// applied) and records `link.visited`.
+    fn record(
+        &self,
+        c: &mut DbConn,
+        record: &GrantRecord,
+        flow: &Flow,
+        version: i32,
+        visitor: &Visitor,
+    ) -> Result<(), StoreError> {
+        flows::insert_at(c, flow, self.cookie.as_ref(), version)?;
         append(
             c,
-            &record,
+            &record.grant,
             None,
             AuditKind::LinkVisited,
             visitor,
@@ -184,8 +203,7 @@ impl Opening {
                 "flow": flow.id,
             }),
             self.now,
-        )?;
-        Ok(Ok((flow, record)))
+        )
     }
 }
 
@@ -197,7 +215,18 @@ fn link_invalid() -> ApiError {
 /// issues a lease, never consumes a use: opening a link twice is harmless.
 pub fn open(state: &AppState, token: &str, visitor: &Visitor) -> Result<Opened, ApiError> {
     let opening = Opening::new(state, token, visitor)?;
-    let (flow, grant) = state.store.write(|c| opening.store(c, state, visitor))??;
+    let (flow, grant) = state.store.write(|c| {
+        let record = match opening.find(c, visitor, false)? {
+            Ok(record) => record,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let flow = opening.flow(state, &record, visitor);
+        opening.record(c, &record, &flow, 0, visitor)?;
+        Ok(Ok((flow, record)))
+    })??;
+    state
+        .grants
+        .insert(grant.grant.id, Arc::new(grant.grant.clone()));
     Ok(Opened {
         flow,
         grant,
@@ -217,24 +246,41 @@ pub fn open_with_factor(
     let opening = Opening::new(state, token, visitor)?;
     let now = opening.now;
     let (record, step, stored) = state.store.write(|c| {
-        let (flow, record) = match opening.store(c, state, visitor)? {
-            Ok(opened) => opened,
+        // The grant's state is locked as it is read: the step below decides on it.
+        let record = match opening.find(c, visitor, true)? {
+            Ok(record) => record,
             Err(refused) => return Ok(Err(refused)),
         };
-        let step = match factor_transition(state, &flow, &record, presented, now)
+        let flow = opening.flow(state, &record, visitor);
+        let step = match factor_transition(state, &flow, &record.grant, presented, now)
             .and_then(|transition| Step::new(state, transition, now))
         {
             Ok(step) => step,
-            // The visit stays recorded, as when the factor comes in a request of its own.
-            Err(refused) => return Ok(Err(refused)),
+            Err(refused) => {
+                // The visit stays recorded, as when the factor comes in a request of its own.
+                opening.record(c, &record, &flow, 0, visitor)?;
+                return Ok(Err(refused));
+            }
         };
-        let stored = step.store(c, state, &record, 0, visitor, now)?;
+        // Stored with its first step applied: as opened at version 0, then saved.
+        opening.record(c, &record, &step.flow, 1, visitor)?;
+        let stored = step.store(
+            c,
+            state,
+            &record.grant,
+            Base::Opened(record.state.clone()),
+            visitor,
+            now,
+        )?;
         Ok(Ok((record, step, stored)))
     })??;
+    state
+        .grants
+        .insert(record.grant.id, Arc::new(record.grant.clone()));
     let flow_id = step.flow.id;
     Ok((
         flow_id,
-        step.finish(state, &record, 0, stored, visitor, now)?,
+        step.finish(state, &record.grant, 0, stored, visitor, now)?,
     ))
 }
 
@@ -246,21 +292,20 @@ pub fn factor(
     presented: Option<SecretString>,
     visitor: &Visitor,
 ) -> Result<Next, ApiError> {
-    let record = grant_of(state, &stored)?;
+    let grant = grant_of(state, &stored)?;
     let now = micros::truncate(state.clock.now());
-    let transition = factor_transition(state, &stored.flow, &record, presented, now)?;
-    carry_out(state, &record, stored.version, transition, visitor, now)
+    let transition = factor_transition(state, &stored.flow, &grant, presented, now)?;
+    carry_out(state, &grant, stored.version, transition, visitor, now)
 }
 
 /// The flow's step on the factor presented.
 fn factor_transition(
     state: &AppState,
     flow: &Flow,
-    record: &GrantRecord,
+    grant: &Grant,
     presented: Option<SecretString>,
     now: OffsetDateTime,
 ) -> Result<Transition, ApiError> {
-    let grant = &record.grant;
     let matched = match (grant.factor_kind, &grant.factor_verifier, &presented) {
         (FactorKind::None, _, _) => true,
         (_, Some(verifier), Some(value)) => factor::matches(
@@ -294,13 +339,13 @@ pub fn check_otp(
     visitor: &Visitor,
 ) -> Result<IssuedLease, ApiError> {
     let now = micros::truncate(state.clock.now());
-    let record = grant_of(state, &stored)?;
+    let grant = grant_of(state, &stored)?;
     let matched = stored.flow.otp_matches(&state.keys, presented);
     let transition = stored
         .flow
         .step(Event::Otp { matched }, now, &state.limits)
         .map_err(ApiError::flow)?;
-    match carry_out(state, &record, stored.version, transition, visitor, now)? {
+    match carry_out(state, &grant, stored.version, transition, visitor, now)? {
         Next::Lease(lease) => Ok(*lease),
         Next::Otp { .. } => Err(ApiError::internal("a code check asked for another code")),
     }
@@ -309,7 +354,7 @@ pub fn check_otp(
 /// Sends another code (at most 3 per flow, 30 s apart).
 pub fn resend(state: &AppState, stored: StoredFlow, visitor: &Visitor) -> Result<Next, ApiError> {
     let now = micros::truncate(state.clock.now());
-    let record = grant_of(state, &stored)?;
+    let grant = grant_of(state, &stored)?;
     let transition = stored
         .flow
         .step(Event::Resend, now, &state.limits)
@@ -321,23 +366,27 @@ pub fn resend(state: &AppState, stored: StoredFlow, visitor: &Visitor) -> Result
             }
             err
         })?;
-    carry_out(state, &record, stored.version, transition, visitor, now)
+    carry_out(state, &grant, stored.version, transition, visitor, now)
 }
 
-/// The flow's grant, which must still be active.
-fn grant_of(state: &AppState, stored: &StoredFlow) -> Result<GrantRecord, ApiError> {
-    let record = state
-        .store
-        .read(|c| grants::for_lease(c, stored.flow.grant))?;
-    active(&record, micros::truncate(state.clock.now()))?;
-    Ok(record)
+/// The flow's grant (it never changes: cached). Its state is not read here: every step
+/// decides on it under the row lock in its own transaction (`Step::store`), and a step refused
+/// by the flow itself changes nothing.
+fn grant_of(state: &AppState, stored: &StoredFlow) -> Result<Arc<Grant>, ApiError> {
+    let id = stored.flow.grant;
+    Ok(state.grants.get_or(id, || {
+        state
+            .store
+            .read(|c| grants::for_lease(c, id))
+            .map(|r| r.grant)
+    })?)
 }
 
 /// Stores the transition and its effects in one transaction, then delivers a code if one is
 /// due, then answers.
 fn carry_out(
     state: &AppState,
-    record: &GrantRecord,
+    grant: &Grant,
     version: i32,
     transition: Transition,
     visitor: &Visitor,
@@ -346,8 +395,17 @@ fn carry_out(
     let step = Step::new(state, transition, now)?;
     let stored = state
         .store
-        .write(|c| step.store(c, state, record, version, visitor, now))?;
-    step.finish(state, record, version, stored, visitor, now)
+        .write(|c| step.store(c, state, grant, Base::Stored(version), visitor, now))?;
+    step.finish(state, grant, version, stored, visitor, now)
+}
+
+/// Where a step's flow and its grant's state stand when the step is stored.
+enum Base {
+    /// The flow is stored at this version; the grant's state is yet to be locked.
+    Stored(i32),
+    /// The flow was just stored with the step applied, and this is the grant's state, read
+    /// under its row lock in the same transaction.
+    Opened(GrantState),
 }
 
 /// A flow's transition on its way to the database.
@@ -391,13 +449,13 @@ impl Step {
         })
     }
 
-    /// In the caller's transaction: the flow's compare-and-set from `version` and the effects.
+    /// In the caller's transaction: the flow's compare-and-set from `base` and the effects.
     fn store(
         &self,
         c: &mut DbConn,
         state: &AppState,
-        record: &GrantRecord,
-        version: i32,
+        grant: &Grant,
+        base: Base,
         visitor: &Visitor,
         now: OffsetDateTime,
     ) -> Result<StoredStep, StoreError> {
@@ -408,17 +466,21 @@ impl Step {
             ..
         } = self;
         let lease_id = *lease_id;
-        let grant = &record.grant;
         let mut send = None;
         // Decide on the grant's state as of now, under its row lock: concurrent guesses queue
         // here, and once one of them locks the grant every later one is refused, right or
         // wrong, before anything is applied.
-        let mut grant_state = grants::lock_state(c, grant.id)?;
+        let mut grant_state = match base {
+            Base::Stored(_) => grants::lock_state(c, grant.id)?,
+            Base::Opened(ref locked) => locked.clone(),
+        };
         match grant_state.status(grant.expires_at, grant.max_uses, now) {
             GrantStatus::Active => {}
             status => return Err(StoreError::GrantNotActive(status)),
         }
-        flows::save(c, flow, version)?;
+        if let Base::Stored(version) = base {
+            flows::save(c, flow, version)?;
+        }
         let mut lease = None;
         for effect in effects {
             let (kind, detail) = match *effect {
@@ -493,7 +555,7 @@ impl Step {
             };
             append(
                 c,
-                record,
+                grant,
                 lease_ref,
                 kind,
                 visitor,
@@ -512,7 +574,7 @@ impl Step {
     fn finish(
         self,
         state: &AppState,
-        record: &GrantRecord,
+        grant: &Grant,
         version: i32,
         stored: StoredStep,
         visitor: &Visitor,
@@ -523,7 +585,6 @@ impl Step {
             lease,
             send,
         } = stored;
-        let grant = &record.grant;
         let flow = self.flow;
 
         if let Some(refusal) = self.refusal {
@@ -541,10 +602,12 @@ impl Step {
             return Err(err);
         }
         if let Some(lease) = lease {
+            // The issue facts never change: the lease's first request needs no query for them.
+            state.leases.insert(lease.id, Arc::new(lease.clone()));
             return sign(state, lease, &grant.permissions).map(|l| Next::Lease(Box::new(l)));
         }
         if let Some(n) = send {
-            return deliver(state, record, flow, version + 1, n, visitor, now);
+            return deliver(state, grant, flow, version + 1, n, visitor, now);
         }
         // A delivery was recorded: the next step is the code.
         Ok(Next::Otp {
@@ -556,14 +619,13 @@ impl Step {
 /// Generates code number `n`, delivers it, then records the delivery (`otp.sent`).
 fn deliver(
     state: &AppState,
-    record: &GrantRecord,
+    grant: &Grant,
     flow: Flow,
     version: i32,
     n: u32,
     visitor: &Visitor,
     now: OffsetDateTime,
 ) -> Result<Next, ApiError> {
-    let grant = &record.grant;
     let to = grant
         .otp_to
         .clone()
@@ -584,7 +646,7 @@ fn deliver(
     let transition = flow
         .step(Event::OtpDelivered { hash }, now, &state.limits)
         .map_err(ApiError::flow)?;
-    carry_out(state, record, version, transition, visitor, now)
+    carry_out(state, grant, version, transition, visitor, now)
 }
 
 /// Where the grant's codes go, masked.
@@ -628,7 +690,7 @@ fn with_flow(mut detail: serde_json::Value, flow: FlowId) -> serde_json::Value {
 
 fn append(
     c: &mut DbConn,
-    record: &GrantRecord,
+    grant: &Grant,
     lease: Option<LeaseId>,
     kind: AuditKind,
     visitor: &Visitor,
@@ -639,8 +701,8 @@ fn append(
         c,
         &NewEvent {
             at: now,
-            tenant: Some(record.grant.tenant),
-            grant: Some(record.grant.id),
+            tenant: Some(grant.tenant),
+            grant: Some(grant.id),
             lease,
             kind,
             actor: visitor.actor(),

@@ -24,7 +24,18 @@ pub fn insert(
     flow: &Flow,
     cookie_hash: Option<&SecretHash>,
 ) -> Result<(), StoreError> {
-    let row = FlowRow::from_flow(flow, 0);
+    insert_at(conn, flow, cookie_hash, 0)
+}
+
+/// Stores a new flow at `version`: a flow opened and stepped in one transaction is stored as
+/// [`insert`] then [`save`] would leave it, in one statement.
+pub fn insert_at(
+    conn: &mut DbConn,
+    flow: &Flow,
+    cookie_hash: Option<&SecretHash>,
+    version: i32,
+) -> Result<(), StoreError> {
+    let row = FlowRow::from_flow(flow, version);
     diesel::insert_into(flows::table)
         .values((
             flows::id.eq(&row.id),
@@ -40,7 +51,7 @@ pub fn insert(
             flows::otp_sent_at.eq(row.otp_sent_at),
             flows::otp_expires_at.eq(row.otp_expires_at),
             flows::otp_tries.eq(row.otp_tries),
-            flows::version.eq(0),
+            flows::version.eq(version),
         ))
         .execute(conn)?;
     Ok(())

@@ -312,11 +312,29 @@ pub fn for_lease(conn: &mut DbConn, id: GrantId) -> Result<GrantRecord, StoreErr
 /// The grant whose link token has this keyed hash (a link visit or an exchange), without its
 /// successor (`superseded_by` is `None`): one query.
 pub fn by_token(conn: &mut DbConn, token_hash: &SecretHash) -> Result<GrantRecord, StoreError> {
-    let (row, state): GrantAndState = grants::table
+    by_token_locking(conn, token_hash, false)
+}
+
+/// [`by_token`], with the grant's rows locked for the rest of the transaction when `lock`, as
+/// [`lock_state`] would (PostgreSQL `SELECT … FOR UPDATE`; on SQLite the one writer holds the
+/// write lock already): its state is then fresh, and the one query takes the lock too.
+pub fn by_token_locking(
+    conn: &mut DbConn,
+    token_hash: &SecretHash,
+    lock: bool,
+) -> Result<GrantRecord, StoreError> {
+    let found = grants::table
         .inner_join(grant_state::table)
-        .filter(grants::token_hash.eq(&token_hash.0[..]))
-        .select((GrantRow::as_select(), StateRow::as_select()))
-        .get_result(conn)?;
+        .filter(grants::token_hash.eq(&token_hash.0[..]));
+    let (row, state): GrantAndState = match conn {
+        DbConn::Pg(pg) if lock => found
+            .select((GrantRow::as_select(), StateRow::as_select()))
+            .for_update()
+            .get_result(pg)?,
+        _ => found
+            .select((GrantRow::as_select(), StateRow::as_select()))
+            .get_result(conn)?,
+    };
     Ok(GrantRecord {
         grant: row.try_into()?,
         state: state.try_into()?,
@@ -446,23 +464,36 @@ pub fn take_use(
             now,
         )));
     }
-    let taken = diesel::update(
+    // The state after the use comes back with it (one statement); none comes back when no
+    // use was left to take.
+    // (diesel's `MultiConnection` has no `RETURNING`: typed per backend.)
+    let statement = diesel::update(
         grant_state::table
             .filter(grant_state::grant_id.eq(&id))
             .filter(grant_state::uses.lt(to_i32(grant.max_uses)))
             .filter(grant_state::revoked_at.is_null())
             .filter(grant_state::locked_at.is_null()),
     )
-    .set(grant_state::uses.eq(grant_state::uses + 1))
-    .execute(conn)?;
-    let state = read_state(conn)?;
-    if taken == 0 {
+    .set(grant_state::uses.eq(grant_state::uses + 1));
+    let taken: Option<StateRow> = match conn {
+        DbConn::Pg(c) => statement
+            .returning(StateRow::as_returning())
+            .get_result(c)
+            .optional()?,
+        DbConn::Sqlite(c) => statement
+            .returning(StateRow::as_returning())
+            .get_result(c)
+            .optional()?,
+    };
+    let Some(state) = taken else {
+        let state = read_state(conn)?;
         return Err(StoreError::GrantNotActive(state.status(
             grant.expires_at,
             grant.max_uses,
             now,
         )));
-    }
+    };
+    let state: GrantState = state.try_into()?;
     if state.uses >= grant.max_uses {
         audit::append(
             conn,
