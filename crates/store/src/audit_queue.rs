@@ -171,10 +171,15 @@ impl Store {
             .name("linklease-audit-chain".into())
             .spawn(move || {
                 while !stopped.load(Ordering::Acquire) {
-                    if let Err(e) = store.chain_audit() {
-                        log::warn!("chaining queued audit events failed: {e}");
+                    match store.chain_audit() {
+                        Ok(()) => store.audit_queued.wait(CHAIN_EVERY),
+                        Err(e) => {
+                            // Not again at every commit: a database that refuses keeps refusing
+                            // for a while, and the events wait safely in the queue.
+                            log::warn!("chaining queued audit events failed: {e}");
+                            std::thread::sleep(CHAIN_EVERY);
+                        }
                     }
-                    store.audit_queued.wait(CHAIN_EVERY);
                 }
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start: {e}")))?;
