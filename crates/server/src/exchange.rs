@@ -147,7 +147,7 @@ impl Opening {
     }
 
     /// In the caller's transaction: finds the link's grant and checks that it may be opened,
-    /// locking its state when `lock` (see `grants::by_token_locking`). `Ok(Err(_))` refuses
+    /// locking its state when `lock` (see `grants::by_token`). `Ok(Err(_))` refuses
     /// the visit.
     fn find(
         &self,
@@ -155,7 +155,7 @@ impl Opening {
         visitor: &Visitor,
         lock: bool,
     ) -> Result<Result<GrantRecord, ApiError>, StoreError> {
-        let record = match grants::by_token_locking(c, &self.hash, lock) {
+        let record = match grants::by_token(c, &self.hash, lock) {
             Err(StoreError::NotFound) => return Ok(Err(link_invalid())),
             other => other?,
         };

@@ -310,15 +310,11 @@ pub fn for_lease(conn: &mut DbConn, id: GrantId) -> Result<GrantRecord, StoreErr
 }
 
 /// The grant whose link token has this keyed hash (a link visit or an exchange), without its
-/// successor (`superseded_by` is `None`): one query.
-pub fn by_token(conn: &mut DbConn, token_hash: &SecretHash) -> Result<GrantRecord, StoreError> {
-    by_token_locking(conn, token_hash, false)
-}
-
-/// [`by_token`], with the grant's rows locked for the rest of the transaction when `lock`, as
-/// [`lock_state`] would (PostgreSQL `SELECT … FOR UPDATE`; on SQLite the one writer holds the
-/// write lock already): its state is then fresh, and the one query takes the lock too.
-pub fn by_token_locking(
+/// successor (`superseded_by` is `None`): one query. With `lock`, the grant's rows stay locked
+/// for the rest of the transaction, as [`lock_state`] would leave them (PostgreSQL
+/// `SELECT … FOR UPDATE`; on SQLite the one writer holds the write lock already): its state is
+/// then fresh, and the one query takes the lock too.
+pub fn by_token(
     conn: &mut DbConn,
     token_hash: &SecretHash,
     lock: bool,
