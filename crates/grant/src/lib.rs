@@ -3,6 +3,7 @@
 pub mod cidr;
 pub mod contact;
 pub mod factor;
+pub mod hex;
 pub mod ids;
 pub mod limits;
 pub mod micros;

@@ -2,7 +2,7 @@
 //! submit, complete, refresh, end. Every change takes its use with one conditional update in
 //! the same transaction as the submission and its audit events (see `grants::take_use`).
 
-use linklease_grant::{GrantStatus, SubmissionId, micros, request::sha256};
+use linklease_grant::{GrantStatus, SubmissionId, hex, micros, request::sha256};
 use linklease_lease::lease::refreshed_expiry;
 use linklease_lease::submission::{self, SubmissionError, SubmissionRequest};
 use linklease_lease::token::Scope;
@@ -76,7 +76,7 @@ pub fn read_event(state: &AppState, holder: &LeaseHolder) -> NewEvent {
         holder,
         AuditKind::PayloadRead,
         serde_json::json!({
-            "payload_sha256": hex(&holder.grant.grant.payload_sha256),
+            "payload_sha256": hex::encode(&holder.grant.grant.payload_sha256),
         }),
         micros::truncate(state.clock.now()),
     )
@@ -173,7 +173,7 @@ pub fn submit(
                 AuditKind::SubmissionAccepted,
                 serde_json::json!({
                     "submission": record.id,
-                    "body_sha256": hex(&record.body_sha256),
+                    "body_sha256": hex::encode(&record.body_sha256),
                     "fields": request.fields.keys().collect::<Vec<_>>(),
                     "creates": record.creates,
                     "uses": uses,
@@ -367,9 +367,4 @@ pub fn submission_error(e: SubmissionError) -> ApiError {
         e @ SubmissionError::TooLarge => ApiError::new(Code::PayloadTooLarge, e.to_string()),
         e @ SubmissionError::Empty(_) => ApiError::new(Code::InvalidRequest, e.to_string()),
     }
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

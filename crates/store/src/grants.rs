@@ -180,7 +180,7 @@ fn created_event(new: &NewGrant, actor: &Actor) -> NewEvent {
         kind: AuditKind::GrantCreated,
         actor: actor.clone(),
         detail: serde_json::json!({
-            "payload_sha256": hex(&g.payload_sha256),
+            "payload_sha256": linklease_grant::hex::encode(&g.payload_sha256),
             "expires_at": rfc3339(g.expires_at),
             "max_uses": g.max_uses,
             "lease_ttl_seconds": g.lease_ttl_seconds,
@@ -725,10 +725,6 @@ impl TryFrom<StateRow> for GrantState {
 /// Counts and limits are validated to be far below `i32::MAX`.
 fn to_i32(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {

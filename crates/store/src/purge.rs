@@ -119,7 +119,7 @@ pub fn ended_before(
                     "status": record.status(now).as_str(),
                     "ended_before": rfc3339(ended_before),
                     "payload_removed": payloads == 1,
-                    "payload_sha256": hex(&record.grant.payload_sha256),
+                    "payload_sha256": linklease_grant::hex::encode(&record.grant.payload_sha256),
                     "submission_bodies_emptied": bodies,
                 }),
             },
@@ -129,10 +129,6 @@ pub fn ended_before(
         purged.submissions += bodies as u64;
     }
     Ok(purged)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {

@@ -17,9 +17,9 @@ use linklease_store::{audit_keys, grants};
 
 use crate::auth::Originator;
 use crate::error::{ApiError, Code, Problem};
-use crate::lease_ops::hex;
 use crate::routes::{decode_cursor, encode_cursor, resource};
 use crate::{AppState, blocking, rfc3339};
+use linklease_grant::hex;
 
 const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 500;
@@ -91,8 +91,8 @@ impl EventView {
             lease_id: e.lease_id,
             detail,
             chain_seq: e.chain_seq,
-            prev_hash: e.prev_hash.as_deref().map(hex),
-            hash: e.hash.as_deref().map(hex),
+            prev_hash: e.prev_hash.as_deref().map(hex::encode),
+            hash: e.hash.as_deref().map(hex::encode),
         }
     }
 }

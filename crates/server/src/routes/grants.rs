@@ -124,11 +124,7 @@ impl GrantView {
             max_uses: g.max_uses,
             uses: record.state.uses,
             lease_ttl_seconds: g.lease_ttl_seconds,
-            payload_sha256: g
-                .payload_sha256
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            payload_sha256: linklease_grant::hex::encode(&g.payload_sha256),
             permissions: g.permissions.clone(),
             factor: FactorView {
                 kind: g.factor_kind,

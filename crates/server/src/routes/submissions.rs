@@ -13,9 +13,9 @@ use linklease_store::submissions::{self, SubmissionRecord};
 
 use crate::auth::Originator;
 use crate::error::{ApiError, Code, Problem};
-use crate::lease_ops::hex;
 use crate::routes::{decode_cursor, encode_cursor, resource};
 use crate::{AppState, blocking, rfc3339};
+use linklease_grant::hex;
 
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 200;
@@ -60,7 +60,7 @@ impl SubmissionView {
             fields: body.get("fields").cloned().unwrap_or_default(),
             creates: body.get("creates").cloned().unwrap_or_default(),
             idempotency_key: s.idempotency_key.clone(),
-            body_sha256: hex(&s.body_sha256),
+            body_sha256: hex::encode(&s.body_sha256),
         }
     }
 }
