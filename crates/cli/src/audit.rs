@@ -13,7 +13,7 @@ use time::format_description::well_known::Rfc3339;
 
 use linklease_audit::bundle::{self, Header};
 use linklease_audit::{EventRecord, Head, PublicKey, SYSTEM_CHAIN};
-use linklease_grant::{GrantId, TenantId, micros};
+use linklease_grant::{GrantId, TenantId, micros, micros::rfc3339};
 use linklease_server::DataDir;
 use linklease_store::audit::{self, Actor};
 use linklease_store::{
@@ -710,10 +710,6 @@ fn instant(flag: &str, raw: &str) -> Result<OffsetDateTime, Failure> {
 /// `1 event`, `2 events`.
 fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
 }
 
 fn chain_name(chain: &str) -> String {

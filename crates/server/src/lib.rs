@@ -28,7 +28,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
-use time::OffsetDateTime;
 
 use linklease_courier::Courier;
 use linklease_grant::{IpBlock, SecretKeys};
@@ -160,11 +159,7 @@ where
         .map_err(ApiError::unavailable)?
 }
 
-/// RFC 3339 with the stored (microsecond) precision.
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
+pub use linklease_grant::micros::rfc3339;
 
 /// Blocking threads per worker (actix's default is 512 shared by the workers). Store calls are
 /// what they run, and a store has few connections (`--db-pool-size`, 10 by default) and one

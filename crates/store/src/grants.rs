@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use linklease_grant::{
     FactorKind, Grant, GrantId, GrantState, GrantStatus, NewGrant, OtpChannel, SecretHash,
-    TenantId, micros,
+    TenantId, micros, micros::rfc3339,
 };
 
 use linklease_lease::FlowLimits;
@@ -725,11 +725,6 @@ impl TryFrom<StateRow> for GrantState {
 /// Counts and limits are validated to be far below `i32::MAX`.
 fn to_i32(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// Serialises a JSON column; a failure is a bug, reported rather than panicked on.

@@ -7,7 +7,7 @@
 use diesel::prelude::*;
 use time::OffsetDateTime;
 
-use linklease_grant::{GrantId, micros};
+use linklease_grant::{GrantId, micros, micros::rfc3339};
 
 use crate::audit::{self, Actor, AuditKind, NewEvent};
 use crate::grants;
@@ -129,9 +129,4 @@ pub fn ended_before(
         purged.submissions += bodies as u64;
     }
     Ok(purged)
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
