@@ -1,7 +1,11 @@
 //! Flows as stored. Every change is a compare-and-set on `version`: of two requests (on one or
 //! several instances) advancing the same flow, one wins and the other gets `Conflict`.
 
+use diesel::backend::Backend;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{BigInt, Binary, HasSqlType, Integer, Nullable, Text};
 
 use linklease_grant::{FlowId, SecretHash, micros};
 use linklease_lease::{Flow, Holder, SentOtp, Step};
@@ -78,21 +82,10 @@ pub fn by_cookie(conn: &mut DbConn, cookie_hash: &SecretHash) -> Result<StoredFl
 /// Stores `flow` if nobody changed it since it was read at `version`; else `Conflict`.
 pub fn save(conn: &mut DbConn, flow: &Flow, version: i32) -> Result<(), StoreError> {
     let row = FlowRow::from_flow(flow, version + 1);
-    let changed = diesel::update(
-        flows::table
-            .filter(flows::id.eq(&row.id))
-            .filter(flows::version.eq(version)),
-    )
-    .set((
-        flows::step.eq(&row.step),
-        flows::sends.eq(row.sends),
-        flows::otp_send.eq(row.otp_send),
-        flows::otp_hash.eq(&row.otp_hash),
-        flows::otp_sent_at.eq(row.otp_sent_at),
-        flows::otp_expires_at.eq(row.otp_expires_at),
-        flows::otp_tries.eq(row.otp_tries),
-        flows::version.eq(row.version),
-    ))
+    let changed = SaveFlow {
+        row: &row,
+        from_version: version,
+    }
     .execute(conn)?;
     if changed == 1 {
         Ok(())
@@ -100,6 +93,57 @@ pub fn save(conn: &mut DbConn, flow: &Flow, version: i32) -> Result<(), StoreErr
         Err(StoreError::Conflict("the flow changed meanwhile".into()))
     }
 }
+
+/// The compare-and-set of [`save`] as a statement whose SQL never changes, which diesel keeps
+/// prepared: an `UPDATE` built with its query builder is prepared afresh every time (parsed
+/// and planned again, a round trip's worth of work on PostgreSQL), and every step of every
+/// flow saves the flow.
+struct SaveFlow<'a> {
+    row: &'a FlowRow,
+    from_version: i32,
+}
+
+impl<DB> QueryFragment<DB> for SaveFlow<'_>
+where
+    DB: Backend + HasSqlType<Text> + HasSqlType<Integer> + HasSqlType<BigInt> + HasSqlType<Binary>,
+    String: ToSql<Text, DB>,
+    i32: ToSql<Integer, DB>,
+    Option<i32>: ToSql<Nullable<Integer>, DB>,
+    Option<i64>: ToSql<Nullable<BigInt>, DB>,
+    Option<Vec<u8>>: ToSql<Nullable<Binary>, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        let row = self.row;
+        out.push_sql("UPDATE flows SET step = ");
+        out.push_bind_param::<Text, _>(&row.step)?;
+        out.push_sql(", sends = ");
+        out.push_bind_param::<Integer, _>(&row.sends)?;
+        out.push_sql(", otp_send = ");
+        out.push_bind_param::<Nullable<Integer>, _>(&row.otp_send)?;
+        out.push_sql(", otp_hash = ");
+        out.push_bind_param::<Nullable<Binary>, _>(&row.otp_hash)?;
+        out.push_sql(", otp_sent_at = ");
+        out.push_bind_param::<Nullable<BigInt>, _>(&row.otp_sent_at)?;
+        out.push_sql(", otp_expires_at = ");
+        out.push_bind_param::<Nullable<BigInt>, _>(&row.otp_expires_at)?;
+        out.push_sql(", otp_tries = ");
+        out.push_bind_param::<Nullable<Integer>, _>(&row.otp_tries)?;
+        out.push_sql(", version = ");
+        out.push_bind_param::<Integer, _>(&row.version)?;
+        out.push_sql(" WHERE id = ");
+        out.push_bind_param::<Text, _>(&row.id)?;
+        out.push_sql(" AND version = ");
+        out.push_bind_param::<Integer, _>(&self.from_version)?;
+        Ok(())
+    }
+}
+
+impl QueryId for SaveFlow<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Conn> RunQueryDsl<Conn> for SaveFlow<'_> {}
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = flows)]

@@ -1,6 +1,10 @@
 //! Leases as stored: issued once, extended by refresh, ended once.
 
+use diesel::backend::Backend;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{BigInt, HasSqlType, Text};
 use time::OffsetDateTime;
 
 use linklease_grant::{ClientId, FlowId, GrantId, LeaseId, TenantId, micros};
@@ -95,18 +99,49 @@ pub fn end(
     reason: &str,
     now: OffsetDateTime,
 ) -> Result<bool, StoreError> {
-    let changed = diesel::update(
-        leases::table
-            .filter(leases::id.eq(id.to_string()))
-            .filter(leases::ended_at.is_null()),
-    )
-    .set((
-        leases::ended_at.eq(micros::to_micros(now)),
-        leases::end_reason.eq(reason),
-    ))
+    let changed = EndLease {
+        id: id.to_string(),
+        ended_at: micros::to_micros(now),
+        reason,
+    }
     .execute(conn)?;
     Ok(changed == 1)
 }
+
+/// [`end`] as a statement whose SQL never changes, which diesel keeps prepared (it prepares an
+/// `UPDATE` built with its query builder afresh every time; the last use of every grant ends
+/// its lease).
+struct EndLease<'a> {
+    id: String,
+    ended_at: i64,
+    reason: &'a str,
+}
+
+impl<DB> QueryFragment<DB> for EndLease<'_>
+where
+    DB: Backend + HasSqlType<Text> + HasSqlType<BigInt>,
+    String: ToSql<Text, DB>,
+    str: ToSql<Text, DB>,
+    i64: ToSql<BigInt, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql("UPDATE leases SET ended_at = ");
+        out.push_bind_param::<BigInt, _>(&self.ended_at)?;
+        out.push_sql(", end_reason = ");
+        out.push_bind_param::<Text, _>(self.reason)?;
+        out.push_sql(" WHERE id = ");
+        out.push_bind_param::<Text, _>(&self.id)?;
+        out.push_sql(" AND ended_at IS NULL");
+        Ok(())
+    }
+}
+
+impl QueryId for EndLease<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Conn> RunQueryDsl<Conn> for EndLease<'_> {}
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = leases)]
