@@ -373,13 +373,7 @@ pub fn resend(state: &AppState, stored: StoredFlow, visitor: &Visitor) -> Result
 /// decides on it under the row lock in its own transaction (`Step::store`), and a step refused
 /// by the flow itself changes nothing.
 fn grant_of(state: &AppState, stored: &StoredFlow) -> Result<Arc<Grant>, ApiError> {
-    let id = stored.flow.grant;
-    Ok(state.grants.get_or(id, || {
-        state
-            .store
-            .read(|c| grants::for_lease(c, id))
-            .map(|r| r.grant)
-    })?)
+    Ok(state.grant(stored.flow.grant)?)
 }
 
 /// Stores the transition and its effects in one transaction, then delivers a code if one is

@@ -16,7 +16,7 @@ use linklease_grant::{GrantStatus, LeaseId, Purpose, SecretHash, micros};
 use linklease_lease::cookie::LEASE_COOKIE;
 use linklease_lease::token::{self, LeaseClaims, Scope, TokenError};
 use linklease_store::audit::Actor;
-use linklease_store::grants::{self, GrantRecord};
+use linklease_store::grants::GrantRecord;
 use linklease_store::leases::{self, LeaseRecord};
 use linklease_store::{StoreError, clients};
 
@@ -296,12 +296,7 @@ pub fn authorize_with(
     }
     // What never changes: cached.
     let Some(grant_row) = fetch(state.grants.peek(facts.grant), lookup, || {
-        state.grants.get_or(facts.grant, || {
-            state
-                .store
-                .read(|c| grants::for_lease(c, facts.grant).map(|r| r.grant))
-                .map_err(not_found)
-        })
+        state.grant(facts.grant).map_err(not_found)
     })?
     else {
         return Ok(None);

@@ -132,6 +132,19 @@ impl AppState {
             ..self
         }
     }
+
+    /// Grant `id` as stored (it never changes: from the cache, read on a miss). Blocks on a
+    /// miss. Its state is not part of it: read that where it is decided on.
+    pub fn grant(
+        &self,
+        id: linklease_grant::GrantId,
+    ) -> Result<Arc<linklease_grant::Grant>, StoreError> {
+        self.grants.get_or(id, || {
+            self.store
+                .read(|c| linklease_store::grants::for_lease(c, id))
+                .map(|r| r.grant)
+        })
+    }
 }
 
 /// Runs `f` with the store on the blocking thread pool, never on an async worker.

@@ -464,6 +464,16 @@ pub fn page(
     limit: i64,
 ) -> Result<Vec<Event>, StoreError> {
     crate::audit_queue::settle(conn)?;
+    chained_page(conn, tenant, after, limit)
+}
+
+/// [`page`] of what is chained already (the caller settled the queue).
+fn chained_page(
+    conn: &mut DbConn,
+    tenant: Option<TenantId>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Event>, StoreError> {
     let mut query = audit_events::table
         .filter(audit_events::seq.gt(after))
         .order(audit_events::seq.asc())
@@ -488,7 +498,7 @@ pub fn window(
     // Chains in scope: the tenant's, or every chain.
     let chains: Vec<String> = match tenant {
         Some(t) => vec![t.to_string()],
-        None => heads(conn)?.into_iter().map(|h| h.chain).collect(),
+        None => chained_heads(conn)?.into_iter().map(|h| h.chain).collect(),
     };
     // Each chain's window is a contiguous run of positions, from its first event at or after
     // `from` to its last event before `to`: `at` need not rise strictly along a chain (clocks
@@ -541,6 +551,11 @@ pub fn window(
 /// The recorded head of every chain.
 pub fn heads(conn: &mut DbConn) -> Result<Vec<Head>, StoreError> {
     crate::audit_queue::settle(conn)?;
+    chained_heads(conn)
+}
+
+/// [`heads`] as they stand (the caller settled the queue).
+fn chained_heads(conn: &mut DbConn) -> Result<Vec<Head>, StoreError> {
     let rows: Vec<(String, i64, Vec<u8>)> = audit_heads::table
         .select((
             audit_heads::chain,
@@ -599,7 +614,7 @@ pub fn verify(conn: &mut DbConn, keys: &[PublicKey]) -> Result<Result<Report, Ta
     let mut after = i64::MIN;
     let mut unchained = 0;
     loop {
-        let batch = page(conn, None, after, VERIFY_BATCH)?;
+        let batch = chained_page(conn, None, after, VERIFY_BATCH)?;
         let Some(last) = batch.last() else { break };
         after = last.seq;
         for event in &batch {
@@ -618,7 +633,7 @@ pub fn verify(conn: &mut DbConn, keys: &[PublicKey]) -> Result<Result<Report, Ta
             }
         }
     }
-    let heads = heads(conn)?;
+    let heads = chained_heads(conn)?;
     if let Err(tamper) = verifier.finish(&heads) {
         return Ok(Err(tamper));
     }
