@@ -17,7 +17,7 @@ use linklease_lease::cookie::LEASE_COOKIE;
 use linklease_lease::token::{self, LeaseClaims, Scope, TokenError};
 use linklease_store::audit::Actor;
 use linklease_store::grants::GrantRecord;
-use linklease_store::leases::{self, LeaseRecord};
+use linklease_store::leases::{self, LeaseFacts, LeaseRecord};
 use linklease_store::{StoreError, clients};
 
 use crate::auth::bearer;
@@ -249,6 +249,28 @@ pub(crate) fn fetch<T>(
     }
 }
 
+/// The facts of the lease `presented` names, read from the database by the group read (one
+/// query shared with the requests waiting at that moment), when its token is verified already
+/// and the single-node copy lacks them: with them, the check can decide without blocking a
+/// thread ([`authorize_with`]). `None` where they would not help: the check then reads what it
+/// needs itself.
+pub async fn group_read_facts(
+    state: &AppState,
+    presented: &Presented,
+) -> Result<Option<LeaseFacts>, ApiError> {
+    let Some(claims) = state.tokens.get(&presented.token, state.clock.now()) else {
+        return Ok(None);
+    };
+    if state.store.cached_lease_facts(claims.jti).is_some() {
+        return Ok(None);
+    }
+    match state.lease_facts.call_async(claims.jti).await {
+        Ok(facts) => Ok(Some(facts)),
+        Err(StoreError::NotFound) => Err(lease_invalid()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Checks a presented lease fully: signature, lease facts, grant status, addresses, the
 /// partner client, and the CSRF header of a cookie. Blocks.
 pub fn authorize(
@@ -257,19 +279,21 @@ pub fn authorize(
     ip: Option<IpAddr>,
     user_agent: Option<String>,
 ) -> Result<LeaseHolder, ApiError> {
-    authorize_with(state, presented, ip, user_agent, Lookup::Anywhere)?
+    authorize_with(state, presented, ip, user_agent, Lookup::Anywhere, None)?
         .ok_or_else(|| ApiError::internal("a full lease check left a lookup undone"))
 }
 
 /// The same check as [`authorize`], looking only where `lookup` allows: `Ok(None)` means it
 /// could not decide without I/O (run it again with [`Lookup::Anywhere`] on a blocking thread).
-/// Every decision it does make is the one [`authorize`] would make.
+/// Every decision it does make is the one [`authorize`] would make. `facts_read`: the lease's
+/// facts, read from the database for this request already ([`group_read_facts`]).
 pub fn authorize_with(
     state: &AppState,
     presented: &Presented,
     ip: Option<IpAddr>,
     user_agent: Option<String>,
     lookup: Lookup,
+    facts_read: Option<LeaseFacts>,
 ) -> Result<Option<LeaseHolder>, ApiError> {
     let token = presented.token.as_str();
     let now = state.clock.now();
@@ -284,8 +308,9 @@ pub fn authorize_with(
         StoreError::NotFound => lease_invalid(),
         other => other.into(),
     };
-    // What can change: from the single-node copy, else one query.
-    let Some(facts) = fetch(state.store.cached_lease_facts(claims.jti), lookup, || {
+    // What can change: read for this request, or from the single-node copy, else one query.
+    let known = facts_read.or_else(|| state.store.cached_lease_facts(claims.jti));
+    let Some(facts) = fetch(known, lookup, || {
         state.store.lease_facts(claims.jti).map_err(not_found)
     })?
     else {

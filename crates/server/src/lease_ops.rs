@@ -46,7 +46,7 @@ fn event(
 pub fn read_payload(state: &AppState, holder: &LeaseHolder) -> Result<Arc<RawValue>, ApiError> {
     let payload = payload_of(state, holder)?;
     // Answered only once the read is on the record (group commit shares the transaction).
-    state.audit_writer.append(read_event(state, holder))?;
+    state.audit_writer.call(read_event(state, holder))?;
     Ok(payload)
 }
 

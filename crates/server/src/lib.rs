@@ -1,6 +1,5 @@
 #![doc = include_str!("../README.md")]
 
-pub mod audit_writer;
 pub mod auth;
 pub mod body;
 pub mod caches;
@@ -9,6 +8,7 @@ pub mod clock;
 pub mod data_dir;
 pub mod error;
 pub mod exchange;
+pub mod group;
 pub mod keyring;
 pub mod lease_auth;
 pub mod lease_ops;
@@ -76,7 +76,9 @@ pub struct AppState {
     /// Parsed payloads (immutable).
     pub payloads: Arc<caches::PayloadCache>,
     /// Group commit for read events.
-    pub audit_writer: Arc<audit_writer::AuditWriter>,
+    pub audit_writer: Arc<group::AuditWriter>,
+    /// Group read of lease facts (for requests whose other lookups are all in memory).
+    pub lease_facts: Arc<group::FactsReader>,
     /// Grant rows (immutable), for the lease check.
     pub grants: Arc<caches::Immutable<linklease_grant::GrantId, linklease_grant::Grant>>,
     /// Leases as issued (their expiry and end are read on every request).
@@ -104,7 +106,8 @@ impl AppState {
             rng: SystemRandom::new(),
             tokens: Arc::default(),
             payloads: Arc::default(),
-            audit_writer: Arc::new(audit_writer::AuditWriter::start(store.clone())),
+            audit_writer: Arc::new(group::audit_writer(store.clone())),
+            lease_facts: Arc::new(group::facts_reader(store.clone())),
             grants: Arc::default(),
             leases: Arc::default(),
             client_blocks: Arc::default(),

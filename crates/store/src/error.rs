@@ -6,7 +6,7 @@
 use linklease_grant::GrantStatus;
 
 /// A storage failure.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The row does not exist (or belongs to another tenant).
     #[error("not found")]

@@ -198,23 +198,47 @@ type FactsRow = (String, i64, Option<i64>, StateRow, Option<i64>);
 
 /// The mutable facts of lease `id` (one query).
 pub fn facts(conn: &mut DbConn, id: LeaseId) -> Result<LeaseFacts, StoreError> {
-    let (grant, expires_at, ended_at, state, client_revoked_at): FactsRow = leases::table
+    let mut found = facts_of(conn, std::slice::from_ref(&id))?;
+    found
+        .pop()
+        .map(|(_, facts)| facts)
+        .ok_or(StoreError::NotFound)
+}
+
+/// The mutable facts of those of the leases `ids` that exist, in no particular order (one
+/// query, whatever the number: the group read of many requests).
+pub fn facts_of(
+    conn: &mut DbConn,
+    ids: &[LeaseId],
+) -> Result<Vec<(LeaseId, LeaseFacts)>, StoreError> {
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let rows: Vec<(String, FactsRow)> = leases::table
         .inner_join(grant_state::table.on(grant_state::grant_id.eq(leases::grant_id)))
         .left_join(clients::table.on(clients::id.nullable().eq(leases::client_id)))
-        .filter(leases::id.eq(id.to_string()))
+        .filter(leases::id.eq_any(&ids))
         .select((
-            leases::grant_id,
-            leases::expires_at,
-            leases::ended_at,
-            StateRow::as_select(),
-            clients::revoked_at.nullable(),
+            leases::id,
+            (
+                leases::grant_id,
+                leases::expires_at,
+                leases::ended_at,
+                StateRow::as_select(),
+                clients::revoked_at.nullable(),
+            ),
         ))
-        .get_result(conn)?;
-    Ok(LeaseFacts {
-        grant: parse_id(&grant)?,
-        expires_at: micros::from_micros(expires_at),
-        ended_at: ended_at.map(micros::from_micros),
-        state: state.try_into()?,
-        client_revoked: client_revoked_at.is_some(),
-    })
+        .load(conn)?;
+    rows.into_iter()
+        .map(
+            |(id, (grant, expires_at, ended_at, state, client_revoked_at))| {
+                let facts = LeaseFacts {
+                    grant: parse_id(&grant)?,
+                    expires_at: micros::from_micros(expires_at),
+                    ended_at: ended_at.map(micros::from_micros),
+                    state: state.try_into()?,
+                    client_revoked: client_revoked_at.is_some(),
+                };
+                Ok((parse_id(&id)?, facts))
+            },
+        )
+        .collect()
 }

@@ -138,10 +138,30 @@ impl Store {
         if let Some(facts) = self.live.get(id) {
             return Ok(facts);
         }
+        let mut found = self.lease_facts_of(std::slice::from_ref(&id));
+        found.pop().unwrap_or(Err(StoreError::NotFound))
+    }
+
+    /// The mutable facts of each of the leases `ids`, in their order, from the database in one
+    /// query (`NotFound` for a lease that does not exist); the single-node copy keeps them.
+    /// Blocks.
+    pub fn lease_facts_of(
+        &self,
+        ids: &[linklease_grant::LeaseId],
+    ) -> Vec<Result<leases::LeaseFacts, StoreError>> {
         let epoch = self.live.before_query();
-        let facts = self.read(|c| leases::facts(c, id))?;
-        self.live.keep(id, epoch, &facts);
-        Ok(facts)
+        let found = match self.read(|c| leases::facts_of(c, ids)) {
+            Ok(found) => found,
+            Err(e) => return ids.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let found: std::collections::HashMap<_, _> = found.into_iter().collect();
+        ids.iter()
+            .map(|id| {
+                let facts = found.get(id).cloned().ok_or(StoreError::NotFound)?;
+                self.live.keep(*id, epoch, &facts);
+                Ok(facts)
+            })
+            .collect()
     }
 
     /// The facts of lease `id` if the single-node copy holds them; never blocks.

@@ -16,7 +16,9 @@ use linklease_store::audit::NewEvent;
 use crate::body::JsonBody;
 use crate::client_ip::{client_ip, user_agent};
 use crate::error::{ApiError, Code, Problem};
-use crate::lease_auth::{LeaseHolder, Lookup, Presented, authorize, authorize_with, fetch};
+use crate::lease_auth::{
+    LeaseHolder, Lookup, Presented, authorize, authorize_with, fetch, group_read_facts,
+};
 use crate::lease_ops;
 use crate::routes::exchange::LeaseToken;
 use crate::routes::resource;
@@ -81,13 +83,21 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
         .ok_or_else(|| ApiError::new(Code::LeaseInvalid, "a valid lease is required"))?;
     let ip = client_ip(&req, &state.config.trust_proxy);
     let user_agent = user_agent(&req);
-    // The hot path: with everything in memory (a single SQLite server, warm), the check and
-    // the answer are made right here; otherwise in one trip to the blocking pool.
-    let in_memory =
-        match authorize_with(&state, &presented, ip, user_agent.clone(), Lookup::InMemory)? {
-            Some(holder) => lease_view(&state, &holder, Lookup::InMemory)?,
-            None => None,
-        };
+    // The hot path: with everything in memory (a single SQLite server, warm; or every
+    // instance, warm, once the group read brought the lease's facts), the check and the answer
+    // are made right here; otherwise in one trip to the blocking pool.
+    let facts = group_read_facts(&state, &presented).await?;
+    let in_memory = match authorize_with(
+        &state,
+        &presented,
+        ip,
+        user_agent.clone(),
+        Lookup::InMemory,
+        facts,
+    )? {
+        Some(holder) => lease_view(&state, &holder, Lookup::InMemory)?,
+        None => None,
+    };
     let (body, read) = match in_memory {
         Some(answer) => answer,
         None => {
@@ -102,7 +112,7 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
     // The payload goes out only once its read is committed (group commit, awaited here
     // without holding a thread).
     if let Some(read) = read {
-        state.audit_writer.append_async(read).await?;
+        state.audit_writer.call_async(read).await?;
     }
     Ok(HttpResponse::Ok()
         .content_type(header::ContentType::json())

@@ -172,6 +172,7 @@ http_tests!(
 mod shared_database {
     use serde_json::json;
 
+    use crate::exchange::{lab_result, lease_for};
     use crate::harness::TestServer;
 
     /// Two stateless instances on one database: a grant made through one is read and revoked
@@ -225,5 +226,43 @@ mod shared_database {
         assert!(report.is_ok(), "{report:?}");
     }
 
-    linklease_store::backend_tests!(two_instances_share_one_database);
+    /// Two instances on one database: a lease issued through one and read through the other
+    /// (which then holds its token, grant and lease in memory) stops working there at once
+    /// when the first instance revokes its grant or ends it: what can change is read from the
+    /// database for every request, on every instance.
+    fn a_change_through_one_instance_binds_the_other(db: &linklease_store::testing::TestDb) {
+        let a = TestServer::start(db);
+        let b = TestServer::start(db);
+        let (tenant, key) = a.tenant("acme");
+        let client = a.client(tenant, &["127.0.0.0/8"]);
+        for ending in ["revoke the grant", "end the lease"] {
+            let g = a.create(&key, &lab_result());
+            let token = g["token"].as_str().unwrap();
+            let lease = lease_for(&a, &client, token, "1984-03-02");
+            for _ in 0..3 {
+                let read = b.lease_call("GET", "/v1/lease", &lease, None);
+                assert_eq!(read.status, 200, "{ending}: {}", read.text);
+            }
+            if ending == "revoke the grant" {
+                let id = g["id"].as_str().unwrap();
+                a.post(
+                    &format!("/v1/grants/{id}/revoke"),
+                    &key,
+                    &json!({"reason": "via a"}),
+                );
+                b.lease_call("GET", "/v1/lease", &lease, None)
+                    .problem(410, "grant_revoked");
+            } else {
+                let ended = a.lease_call("DELETE", "/v1/lease", &lease, None);
+                assert_eq!(ended.status, 204, "{}", ended.text);
+                b.lease_call("GET", "/v1/lease", &lease, None)
+                    .problem(401, "lease_invalid");
+            }
+        }
+    }
+
+    linklease_store::backend_tests!(
+        two_instances_share_one_database,
+        a_change_through_one_instance_binds_the_other,
+    );
 }
