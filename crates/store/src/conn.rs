@@ -78,7 +78,7 @@ impl Backend {
 /// than failing), WAL, `synchronous=NORMAL` (durable across process crashes; WAL keeps the
 /// database consistent across power loss), foreign keys on. The WAL is copied back into
 /// the file (checkpointed) by a background thread while a server runs (see `live`); the
-/// committing connection does it only past 4,096 pages, as a backstop. PostgreSQL: a statement timeout so
+/// committing connection does it only past 16,384 pages, as a backstop. PostgreSQL: a statement timeout so
 /// that no request waits forever.
 const SQLITE_SETUP: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; \
