@@ -196,15 +196,6 @@ pub struct LeaseFacts {
 
 type FactsRow = (String, i64, Option<i64>, StateRow, Option<i64>);
 
-/// The mutable facts of lease `id` (one query).
-pub fn facts(conn: &mut DbConn, id: LeaseId) -> Result<LeaseFacts, StoreError> {
-    let mut found = facts_of(conn, std::slice::from_ref(&id))?;
-    found
-        .pop()
-        .map(|(_, facts)| facts)
-        .ok_or(StoreError::NotFound)
-}
-
 /// The mutable facts of those of the leases `ids` that exist, in no particular order (one
 /// query, whatever the number: the group read of many requests).
 pub fn facts_of(
