@@ -209,6 +209,19 @@ pub enum SpecError {
         /// The configured sender.
         from: String,
     },
+    /// The URL would carry codes in clear (`webhook:http://…`, `smtp:smtp://…` without
+    /// `tls=required`) and [`CourierOptions::allow_insecure`] is not set.
+    #[error(
+        "the {kind} courier {url} would send one-time codes in clear: {fix}; or accept that explicitly with --courier-allow-insecure"
+    )]
+    Insecure {
+        /// `smtp` or `webhook`.
+        kind: &'static str,
+        /// The URL with credentials redacted.
+        url: String,
+        /// The secure form to use instead.
+        fix: &'static str,
+    },
     /// The webhook courier signs every request and has no secret to sign with.
     #[error("the webhook courier needs a signing secret (CourierOptions::webhook_secret)")]
     MissingSecret,
@@ -235,6 +248,10 @@ pub struct CourierOptions {
     pub webhook_secret: Option<SecretString>,
     /// Connect/read/write limit for SMTP and webhook deliveries. Default 10 s.
     pub timeout: Duration,
+    /// Accept transports that carry codes in clear: `webhook:http://…`, and `smtp:smtp://…`
+    /// without `tls=required` (plain or opportunistic STARTTLS). Default `false`: such specs
+    /// are refused with [`SpecError::Insecure`]. Loopback addresses are not exempt.
+    pub allow_insecure: bool,
 }
 
 impl Default for CourierOptions {
@@ -243,6 +260,7 @@ impl Default for CourierOptions {
             smtp_from: "linklease <linklease@localhost>".to_owned(),
             webhook_secret: None,
             timeout: Duration::from_secs(10),
+            allow_insecure: false,
         }
     }
 }

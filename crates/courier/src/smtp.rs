@@ -7,8 +7,10 @@
 //! |---|---|---|
 //! | `smtps://host` | implicit TLS (recommended) | 465 |
 //! | `smtp://host?tls=required` | STARTTLS, fails if the server does not offer it | 587 |
-//! | `smtp://host?tls=opportunistic` | STARTTLS if offered, else plain text | 587 |
-//! | `smtp://host` | plain text, for a local relay or tests only | 25 |
+//! | `smtp://host?tls=opportunistic` | STARTTLS if offered, else plain text (insecure) | 587 |
+//! | `smtp://host` | plain text (insecure) | 25 |
+//!
+//! The two insecure forms are refused unless [`CourierOptions::allow_insecure`] is set.
 
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
@@ -19,6 +21,19 @@ use std::fmt;
 use crate::{
     Courier, CourierError, CourierOptions, OtpMessage, SpecError, redact_url, unsupported,
 };
+
+/// Whether `url`'s query says `tls=required` (STARTTLS or fail); without it lettre's `smtp://`
+/// speaks plain text, or falls back to it (`tls=opportunistic`).
+/// Like lettre, the first `tls` parameter counts.
+fn requires_tls(url: &str) -> bool {
+    let query = url.split('#').next().unwrap_or("").split_once('?');
+    query.is_some_and(|(_, query)| {
+        query
+            .split('&')
+            .find(|pair| pair.split('=').next() == Some("tls"))
+            == Some("tls=required")
+    })
+}
 
 /// The subject of every code e-mail.
 pub const SMTP_SUBJECT: &str = "Your linklease code";
@@ -52,6 +67,13 @@ impl SmtpCourier {
             .map_err(|e| bad(scrub_password(url, &e.to_string())))?
             .timeout(Some(options.timeout))
             .build();
+        if url.starts_with("smtp://") && !requires_tls(url) && !options.allow_insecure {
+            return Err(SpecError::Insecure {
+                kind: "smtp",
+                url: shown.clone(),
+                fix: "use smtps://HOST (implicit TLS) or smtp://HOST?tls=required (STARTTLS)",
+            });
+        }
         let from = options
             .smtp_from
             .parse::<Mailbox>()

@@ -40,7 +40,7 @@ pub struct WebhookCourier {
 }
 
 impl WebhookCourier {
-    /// Checks `url` (http or https with a host), requires `options.webhook_secret` and builds
+    /// Checks `url` (https with a host; http only with `options.allow_insecure`), requires `options.webhook_secret` and builds
     /// the HTTP agent once with `options.timeout`.
     pub fn new(url: &str, options: &CourierOptions) -> Result<Self, SpecError> {
         let bad = |reason: &str| SpecError::Url {
@@ -56,6 +56,13 @@ impl WebhookCourier {
         }
         if uri.host().is_none_or(str::is_empty) {
             return Err(bad("the URL has no host"));
+        }
+        if uri.scheme_str() == Some("http") && !options.allow_insecure {
+            return Err(SpecError::Insecure {
+                kind: "webhook",
+                url: redact_url(url),
+                fix: "use an https:// URL",
+            });
         }
         let secret = options
             .webhook_secret

@@ -77,6 +77,8 @@ fn options() -> CourierOptions {
     CourierOptions {
         smtp_from: "Linklease <otp@example.org>".to_owned(),
         timeout: Duration::from_secs(5),
+        // The test server on loopback speaks plain SMTP.
+        allow_insecure: true,
         ..CourierOptions::default()
     }
 }

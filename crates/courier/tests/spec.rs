@@ -19,11 +19,9 @@ fn accepts_the_four_forms() {
         ("console", "console"),
         ("  console\n", "console"),
         (outbox.as_str(), "outbox"),
-        ("smtp:smtp://localhost", "smtp"),
-        ("smtp:smtp://127.0.0.1:2525", "smtp"),
         ("smtp:smtp://mail.example.org?tls=required", "smtp"),
         (
-            "smtp:smtp://mail.example.org:2587?tls=opportunistic",
+            "smtp:smtp://mail.example.org:2587/ehlo?x=1&tls=required",
             "smtp",
         ),
         ("smtp:smtps://mail.example.org", "smtp"),
@@ -32,10 +30,40 @@ fn accepts_the_four_forms() {
             "smtp",
         ),
         ("webhook:https://sms.example.org/send", "webhook"),
-        ("webhook:http://127.0.0.1:8081/hook?tenant=1", "webhook"),
     ] {
         let courier = from_spec(spec, &options()).unwrap_or_else(|e| panic!("{spec}: {e}"));
         assert_eq!(courier.kind(), kind, "{spec}");
+    }
+}
+
+/// Every form that would carry codes in clear: refused by default, loopback included.
+const INSECURE: [&str; 7] = [
+    "smtp:smtp://localhost",
+    "smtp:smtp://127.0.0.1:2525",
+    "smtp:smtp://mail.example.org:2587?tls=opportunistic",
+    "smtp:smtp://mail.example.org?tls=opportunistic&tls=required",
+    "smtp:smtp://pat:hunter2@mail.example.org",
+    "webhook:http://127.0.0.1:8081/hook?tenant=1",
+    "webhook:HTTP://pat:hunter2@sms.example.org/send",
+];
+
+#[test]
+fn insecure_transports_are_refused_unless_allowed() {
+    for spec in INSECURE {
+        let err = from_spec(spec, &options()).err().unwrap();
+        assert!(matches!(err, SpecError::Insecure { .. }), "{spec}: {err:?}");
+        let shown = err.to_string();
+        assert!(shown.contains("in clear"), "{spec}: {shown}");
+        assert!(
+            shown.contains("--courier-allow-insecure"),
+            "{spec}: {shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{spec}: {shown}");
+        let allowed = CourierOptions {
+            allow_insecure: true,
+            ..options()
+        };
+        from_spec(spec, &allowed).unwrap_or_else(|e| panic!("{spec}: {e}"));
     }
 }
 
@@ -86,7 +114,9 @@ fn rejects_everything_else_naming_the_accepted_forms() {
         smtp_from: "not a mailbox".to_owned(),
         ..options()
     };
-    let err = from_spec("smtp:smtp://localhost", &bad_from).err().unwrap();
+    let err = from_spec("smtp:smtps://localhost", &bad_from)
+        .err()
+        .unwrap();
     assert!(matches!(err, SpecError::From { .. }), "{err:?}");
 }
 

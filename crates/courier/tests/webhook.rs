@@ -64,6 +64,8 @@ fn options() -> CourierOptions {
     CourierOptions {
         webhook_secret: Some(SecretString::new(SECRET)),
         timeout: Duration::from_secs(5),
+        // The test server on loopback speaks plain HTTP.
+        allow_insecure: true,
         ..CourierOptions::default()
     }
 }
