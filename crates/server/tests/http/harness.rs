@@ -96,19 +96,29 @@ impl TestServer {
         per_minute: u32,
         courier: Option<std::sync::Arc<dyn linklease_courier::Courier>>,
     ) -> Self {
-        Self::start_at(store, per_minute, courier, None)
+        Self::start_at(store, (per_minute, 10_000), courier, None)
+    }
+
+    /// Starts a server allowing `per_minute` requests per address on the consumer routes (and
+    /// failed partner logins per address), and `partner_per_minute` per partner client.
+    pub fn start_partner_limited(
+        store: linklease_store::Store,
+        per_minute: u32,
+        partner_per_minute: u32,
+    ) -> Self {
+        Self::start_at(store, (per_minute, partner_per_minute), None, None)
     }
 
     /// Starts a server whose links use its own address (for a real browser, whose `Origin`
     /// must match the public URL).
     pub fn start_self_addressed(store: linklease_store::Store) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        Self::start_at(store, 10_000, None, Some(listener))
+        Self::start_at(store, (10_000, 10_000), None, Some(listener))
     }
 
     fn start_at(
         store: linklease_store::Store,
-        per_minute: u32,
+        (per_minute, partner_per_minute): (u32, u32),
         courier: Option<std::sync::Arc<dyn linklease_courier::Courier>>,
         listener: Option<std::net::TcpListener>,
     ) -> Self {
@@ -139,7 +149,8 @@ impl TestServer {
             clock,
         )
         .with_courier(courier)
-        .with_rate_limit(per_minute);
+        .with_rate_limit(per_minute)
+        .with_partner_rate_limit(partner_per_minute);
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let system = actix_web::rt::System::new();
@@ -176,9 +187,14 @@ impl TestServer {
         }
     }
 
+    /// The file the default courier appends codes to (JSON lines; absent until the first).
+    pub fn outbox_path(&self) -> std::path::PathBuf {
+        self.outbox.path().join("outbox.jsonl")
+    }
+
     /// Every code the courier delivered, as spec §5 JSON lines.
     pub fn outbox(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.outbox.path().join("outbox.jsonl"))
+        std::fs::read_to_string(self.outbox_path())
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())

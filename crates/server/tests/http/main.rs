@@ -9,5 +9,6 @@ mod audit;
 mod browser;
 mod exchange;
 mod grants;
+mod openapi_client;
 mod ops;
 mod secrets;

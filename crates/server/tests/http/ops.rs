@@ -108,6 +108,51 @@ fn openapi_describes_every_route(s: &TestServer) {
         doc["components"]["securitySchemes"]["api_key"]["scheme"],
         "bearer"
     );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["lease_cookie"]["in"],
+        "cookie"
+    );
+    operations_are_complete(&doc);
+}
+
+/// Unique operation ids, every path parameter declared, every answer described, every problem
+/// answer `application/problem+json` (the tools' side of this is `openapi_client.rs`).
+fn operations_are_complete(doc: &serde_json::Value) {
+    let mut ids = std::collections::BTreeSet::new();
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for (method, op) in operations.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap();
+            assert!(ids.insert(id.to_owned()), "operationId {id} twice");
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            for name in path.split('{').skip(1).filter_map(|p| p.split('}').next()) {
+                assert!(
+                    params
+                        .iter()
+                        .any(|p| p["name"] == name && p["in"] == "path"),
+                    "{method} {path}: path parameter {name} undeclared"
+                );
+            }
+            for (status, answer) in op["responses"].as_object().unwrap() {
+                let answer = match answer["$ref"].as_str() {
+                    Some(r) => &doc["components"]["responses"][r.rsplit('/').next().unwrap()],
+                    None => answer,
+                };
+                assert!(
+                    answer["description"]
+                        .as_str()
+                        .is_some_and(|d| !d.is_empty()),
+                    "{method} {path} {status}: no description"
+                );
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert_eq!(
+                        answer["content"]["application/problem+json"]["schema"]["$ref"],
+                        "#/components/schemas/Problem",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 fn unknown_routes_and_methods_are_problems_and_headers_are_set(s: &TestServer) {
