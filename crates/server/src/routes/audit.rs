@@ -16,7 +16,7 @@ use linklease_store::audit::{self, Event};
 use linklease_store::{audit_keys, grants};
 
 use crate::auth::Originator;
-use crate::error::{ApiError, Code, Problem};
+use crate::error::{ApiError, Code};
 use crate::routes::{decode_cursor, encode_cursor, resource};
 use crate::{AppState, blocking, rfc3339};
 use linklease_grant::hex;
@@ -219,10 +219,16 @@ fn window(query: &str) -> Result<(Option<Bound>, Option<Bound>), ApiError> {
 }
 
 /// One grant's history: every event of the grant and of its leases, oldest first.
-#[utoipa::path(get, path = "/v1/grants/{id}/history", tag = "audit",
-    params(("id" = String, Path, description = "Grant id")),
+#[utoipa::path(get, path = "/v1/grants/{id}/history", tag = "audit", operation_id = "grant_history",
+    params(("id" = GrantId, Path, description = "The grant's id")),
     security(("api_key" = ["audit:read"])),
-    responses((status = 200, body = GrantHistory), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "The grant's audit events, oldest first", body = GrantHistory),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = "4XX", response = crate::openapi::OtherProblem)))]
 pub async fn history(
     state: web::Data<AppState>,
     who: Originator,
@@ -251,11 +257,16 @@ pub async fn history(
 }
 
 /// The tenant's audit events, oldest first.
-#[utoipa::path(get, path = "/v1/audit/events", tag = "audit",
+#[utoipa::path(get, path = "/v1/audit/events", tag = "audit", operation_id = "audit_events",
     params(("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
         ("limit" = Option<u32>, Query, description = "1-500, default 100")),
     security(("api_key" = ["audit:read"])),
-    responses((status = 200, body = EventPage), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "A page of the tenant's audit events, in chain order", body = EventPage),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = "4XX", response = crate::openapi::OtherProblem)))]
 pub async fn events(
     state: web::Data<AppState>,
     who: Originator,
@@ -283,12 +294,16 @@ pub async fn events(
 /// A signed bundle of the tenant's events with `from <= at < to`: NDJSON, a header line, one
 /// event per line, and an Ed25519 signature line by the broker's audit key. Making it also signs
 /// checkpoints of the current chain heads.
-#[utoipa::path(get, path = "/v1/audit/export", tag = "audit",
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit", operation_id = "audit_export",
     params(("from" = Option<String>, Query, description = "RFC 3339, inclusive"),
         ("to" = Option<String>, Query, description = "RFC 3339, exclusive; after from")),
     security(("api_key" = ["audit:read"])),
-    responses((status = 200, body = String, content_type = "application/x-ndjson", description = "The signed bundle"),
-        (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = String, content_type = "application/x-ndjson", description = "The signed bundle (NDJSON: one event per line, then the signed checkpoint)"),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = "4XX", response = crate::openapi::OtherProblem)))]
 pub async fn export(
     state: web::Data<AppState>,
     who: Originator,
@@ -318,9 +333,13 @@ pub async fn export(
 }
 
 /// Every audit public key, the active one first (made on first use).
-#[utoipa::path(get, path = "/v1/audit/public-key", tag = "audit",
+#[utoipa::path(get, path = "/v1/audit/public-key", tag = "audit", operation_id = "audit_public_keys",
     security(("api_key" = ["audit:read"])),
-    responses((status = 200, body = AuditPublicKeys), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "The keys that sign audit checkpoints and bundles", body = AuditPublicKeys),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = "4XX", response = crate::openapi::OtherProblem)))]
 pub async fn public_key(
     state: web::Data<AppState>,
     who: Originator,

@@ -86,7 +86,7 @@ pub struct ExchangeStarted {
 
 fn answer(flow_id: FlowId, next: Next) -> ExchangeStarted {
     match next {
-        Next::Otp { sent_to } => ExchangeStarted {
+        Next::Otp { sent_to, .. } => ExchangeStarted {
             flow_id,
             next: "otp",
             otp_sent_to: Some(sent_to),
@@ -102,10 +102,19 @@ fn answer(flow_id: FlowId, next: Next) -> ExchangeStarted {
 }
 
 /// Opens a flow with the link token and checks the factor in one call.
-#[utoipa::path(post, path = "/v1/exchange", tag = "exchange", request_body = ExchangeRequest,
+#[utoipa::path(post, path = "/v1/exchange", tag = "exchange", operation_id = "start_exchange", request_body = ExchangeRequest,
     security(("client" = [])),
-    responses((status = 201, body = ExchangeStarted),
-        (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, description = "The flow: a code was sent (`next` is `otp`), or the lease at once (`lease`)", body = ExchangeStarted),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, description = "`unauthenticated` (client credentials), or `factor_mismatch` with `attempts_left`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, description = "`link_invalid`: no such link", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "`grant_expired`, `grant_used` or `grant_revoked`: the grant is no longer active", body = Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 423, description = "`grant_locked`: too many wrong factors", body = Problem, content_type = "application/problem+json"),
+        (status = 429, response = crate::openapi::TooManyRequests),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = "4XX", response = crate::openapi::OtherProblem)))]
 pub async fn start(
     state: web::Data<AppState>,
     partner: Partner,
@@ -114,20 +123,30 @@ pub async fn start(
     // The partner is authenticated (its extractor ran) before the body's errors are told.
     let JsonBody(body) = body?;
     let visitor = partner.visitor();
-    let started = run(&state, move |state| {
+    let (flow_id, next) = run(&state, move |state| {
         let factor = body.factor.map(SecretString::new);
-        let (flow_id, next) = exchange::open_with_factor(state, &body.token, factor, &visitor)?;
-        Ok(answer(flow_id, next))
+        exchange::open_with_factor(state, &body.token, factor, &visitor)
     })
     .await?;
-    Ok(HttpResponse::Created().json(started))
+    let next = exchange::deliver(&state, next).await?;
+    Ok(HttpResponse::Created().json(answer(flow_id, next)))
 }
 
 /// Checks the code and issues the lease.
-#[utoipa::path(post, path = "/v1/exchange/{flow_id}/otp", tag = "exchange", request_body = OtpRequest,
+#[utoipa::path(post, path = "/v1/exchange/{flow_id}/otp", tag = "exchange", operation_id = "check_otp", request_body = OtpRequest,
+    params(("flow_id" = FlowId, Path, description = "The flow's id (`flow_id` of `POST /v1/exchange`)")),
     security(("client" = [])),
-    responses((status = 201, body = LeaseToken),
-        (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, description = "The lease token", body = LeaseToken),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, description = "`unauthenticated` (client credentials), or `otp_mismatch` with `attempts_left`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, description = "`not_found`: no such flow of this client", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "`otp_expired`, `flow_expired`, or the grant is no longer active", body = Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 423, description = "`grant_locked`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, response = crate::openapi::TooManyRequests),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = "4XX", response = crate::openapi::OtherProblem)))]
 pub async fn otp(
     state: web::Data<AppState>,
     partner: Partner,
@@ -146,10 +165,18 @@ pub async fn otp(
 }
 
 /// Sends another code.
-#[utoipa::path(post, path = "/v1/exchange/{flow_id}/resend", tag = "exchange",
+#[utoipa::path(post, path = "/v1/exchange/{flow_id}/resend", tag = "exchange", operation_id = "resend_otp",
+    params(("flow_id" = FlowId, Path, description = "The flow's id (`flow_id` of `POST /v1/exchange`)")),
     security(("client" = [])),
-    responses((status = 200, body = ExchangeStarted),
-        (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "Another code was sent", body = ExchangeStarted),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, description = "`not_found`: no such flow of this client", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "`flow_expired`, or the grant is no longer active", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_requests`: too soon after the last code, too many codes, or too many requests; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = "4XX", response = crate::openapi::OtherProblem)))]
 pub async fn resend(
     state: web::Data<AppState>,
     partner: Partner,
@@ -157,13 +184,14 @@ pub async fn resend(
 ) -> Result<HttpResponse, ApiError> {
     let visitor = partner.visitor();
     let flow_id = path.into_inner();
-    let answered = run(&state, move |state| {
+    let (id, next) = run(&state, move |state| {
         let stored = partner_flow(state, &flow_id, &visitor.holder)?;
         let id = stored.flow.id;
-        Ok(answer(id, exchange::resend(state, stored, &visitor)?))
+        Ok((id, exchange::resend(state, stored, &visitor)?))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(answered))
+    let next = exchange::deliver(&state, next).await?;
+    Ok(HttpResponse::Ok().json(answer(id, next)))
 }
 
 /// The flow `id`, if this partner opened it; any other flow is `not_found`.

@@ -75,9 +75,13 @@ pub struct Completed {
 }
 
 /// Reads the payload (records `payload.read`).
-#[utoipa::path(get, path = "/v1/lease", tag = "lease", security(("lease" = [])),
-    responses((status = 200, body = LeaseView),
-        (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/v1/lease", tag = "lease", operation_id = "get_lease",
+    security(("lease" = []), ("lease_cookie" = [], "csrf" = [])),
+    responses((status = 200, description = "The lease, its permissions and the payload", body = LeaseView),
+        (status = 401, response = crate::openapi::LeaseInvalid),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = "4XX", response = crate::openapi::OtherProblem)))]
 pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let presented = Presented::of(&req)
         .ok_or_else(|| ApiError::new(Code::LeaseInvalid, "a valid lease is required"))?;
@@ -151,10 +155,19 @@ fn lease_view(
 }
 
 /// Stores a submission: one use of the grant.
-#[utoipa::path(post, path = "/v1/lease/submissions", tag = "lease", security(("lease" = [])),
+#[utoipa::path(post, path = "/v1/lease/submissions", tag = "lease", operation_id = "submit",
+    security(("lease" = []), ("lease_cookie" = [], "csrf" = [])),
     request_body = SubmissionRequest,
-    responses((status = 201, body = SubmissionAccepted),
-        (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, description = "The submission was stored (or, for a repeated `idempotency_key` with the same body, the first answer)", body = SubmissionAccepted),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::LeaseInvalid),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 409, description = "`idempotency_conflict`: the key was used with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "`grant_used`: the last use was taken", body = Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 422, description = "`field_not_writable`, `invalid_field` or `create_limit_exceeded`; `errors` names the fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = "4XX", response = crate::openapi::OtherProblem)))]
 pub async fn submit(
     state: web::Data<AppState>,
     holder: Result<LeaseHolder, ApiError>,
@@ -195,9 +208,13 @@ pub async fn submit(
 }
 
 /// Uses the grant once without a submission.
-#[utoipa::path(post, path = "/v1/lease/complete", tag = "lease", security(("lease" = [])),
-    responses((status = 200, body = Completed),
-        (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/lease/complete", tag = "lease", operation_id = "complete_lease",
+    security(("lease" = []), ("lease_cookie" = [], "csrf" = [])),
+    responses((status = 200, description = "The use was taken", body = Completed),
+        (status = 401, response = crate::openapi::LeaseInvalid),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = "4XX", response = crate::openapi::OtherProblem)))]
 pub async fn complete(
     state: web::Data<AppState>,
     holder: LeaseHolder,
@@ -207,9 +224,13 @@ pub async fn complete(
 }
 
 /// A new token for the same lease (sliding, never past one hour after issue).
-#[utoipa::path(post, path = "/v1/lease/refresh", tag = "lease", security(("lease" = [])),
-    responses((status = 200, body = LeaseToken),
-        (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/lease/refresh", tag = "lease", operation_id = "refresh_lease",
+    security(("lease" = []), ("lease_cookie" = [], "csrf" = [])),
+    responses((status = 200, description = "A new lease token (sliding, never past one hour after issue)", body = LeaseToken),
+        (status = 401, response = crate::openapi::LeaseInvalid),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = "4XX", response = crate::openapi::OtherProblem)))]
 pub async fn refresh(
     state: web::Data<AppState>,
     holder: LeaseHolder,
@@ -226,9 +247,13 @@ pub async fn refresh(
 }
 
 /// Ends the lease.
-#[utoipa::path(delete, path = "/v1/lease", tag = "lease", security(("lease" = [])),
-    responses((status = 204),
-        (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(delete, path = "/v1/lease", tag = "lease", operation_id = "end_lease",
+    security(("lease" = []), ("lease_cookie" = [], "csrf" = [])),
+    responses((status = 204, description = "The lease has ended"),
+        (status = 401, response = crate::openapi::LeaseInvalid),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = "4XX", response = crate::openapi::OtherProblem)))]
 pub async fn end(
     state: web::Data<AppState>,
     holder: LeaseHolder,
