@@ -77,8 +77,9 @@ struct Args {
     /// The `linklease` binary [default: the one next to this executable].
     #[arg(long)]
     linklease: Option<PathBuf>,
-    /// The server's `--rate-limit` (requests per minute per address on /l/, /flow and
-    /// /v1/exchange): all load comes from 127.0.0.1, so it is set too high to trigger.
+    /// The server's `--rate-limit` and `--partner-rate-limit` (requests per minute per address,
+    /// and per partner client on /v1/exchange): all load comes from 127.0.0.1, so it is set
+    /// too high to trigger.
     #[arg(long, default_value_t = 100_000_000)]
     rate_limit: u64,
     /// An extra argument for `linklease serve` (repeatable), e.g. --serve-arg=--workers=4.

@@ -199,8 +199,8 @@ impl Setup {
         })
     }
 
-    /// Starts `linklease serve` on `127.0.0.1:0` with the outbox courier and `rate_limit`,
-    /// and waits until `/healthz` answers.
+    /// Starts `linklease serve` on `127.0.0.1:0` with the outbox courier and `rate_limit` (per
+    /// address and per partner client), and waits until `/healthz` answers.
     pub fn serve(self, rate_limit: u64, serve_args: &[String]) -> Result<Server, String> {
         let outbox = self.path.join("outbox.jsonl");
         let log = self.path.join("serve.log");
@@ -213,6 +213,8 @@ impl Setup {
             "--courier".into(),
             format!("outbox:{}", outbox.display()),
             "--rate-limit".into(),
+            rate_limit.to_string(),
+            "--partner-rate-limit".into(),
             rate_limit.to_string(),
         ];
         args.extend(serve_args.iter().cloned());

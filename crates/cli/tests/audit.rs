@@ -116,7 +116,15 @@ impl<'a> Env<'a> {
 
     fn serve(&self) -> Instance {
         let mut command = self.command();
-        command.args(["serve", "--bind", "127.0.0.1:0", "--rate-limit", "100000"]);
+        command.args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--rate-limit",
+            "100000",
+            "--partner-rate-limit",
+            "100000",
+        ]);
         common::serve(command)
     }
 

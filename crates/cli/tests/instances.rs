@@ -35,7 +35,15 @@ fn json_of(cmd: &mut Command) -> Value {
 
 fn serve(db: &TestDb, data_dir: &std::path::Path) -> Instance {
     let mut command = linklease(db, data_dir);
-    command.args(["serve", "--bind", "127.0.0.1:0", "--rate-limit", "1000000"]);
+    command.args([
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--rate-limit",
+        "1000000",
+        "--partner-rate-limit",
+        "1000000",
+    ]);
     common::serve(command)
 }
 

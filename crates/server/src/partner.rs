@@ -1,5 +1,12 @@
 //! Partner authentication: HTTP Basic `client_id:client_secret`, from one of the client's
-//! allowed address blocks. Unknown ids, wrong secrets and revoked clients get the same answer.
+//! allowed address blocks. Unknown ids, wrong secrets, revoked clients and calls from outside
+//! the client's blocks all get the same `unauthenticated` answer; the address is checked
+//! before the secret, which is not even looked at from elsewhere, so a stolen secret cannot be
+//! confirmed from an address the client may not call from.
+//!
+//! Limits (`rate_limit::PartnerLimits`): an attempt is taken from the address's budget before
+//! anything else and given back once the credentials prove right; the request then counts
+//! against the client's own budget.
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -45,7 +52,8 @@ impl Partner {
 fn unauthenticated() -> ApiError {
     let mut err = ApiError::new(
         Code::Unauthenticated,
-        "valid client credentials are required (HTTP Basic client_id:client_secret)",
+        "valid client credentials, from one of the client's allowed addresses, are required \
+         (HTTP Basic client_id:client_secret)",
     );
     err.challenge = Some("Basic realm=\"linklease\"");
     err
@@ -76,7 +84,7 @@ impl FromRequest for Partner {
         let user_agent = user_agent(req);
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal("application state missing"))?;
-            state.rate_limit.check(ip)?;
+            state.partner_limits.attempt(ip)?;
             let (id, secret) = credentials.ok_or_else(unauthenticated)?;
             let client = blocking(&state, move |store| store.read(|c| clients::get(c, id)))
                 .await
@@ -84,15 +92,21 @@ impl FromRequest for Partner {
                     StoreError::NotFound => unauthenticated(),
                     other => other.into(),
                 })?;
+            // The address first: from outside the client's blocks the secret is not checked,
+            // so a right one and a wrong one get the same answer after the same work.
+            if !ip_allowed(&client.allowed_ip_blocks, ip) {
+                log::debug!(
+                    target: "linklease::auth",
+                    "partner client {} refused: {} is outside its allowed blocks",
+                    client.id,
+                    ip.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string())
+                );
+                return Err(unauthenticated());
+            }
             if client.revoked_at.is_some() || !client.verify_secret(&state.keys, &secret) {
                 return Err(unauthenticated());
             }
-            if !ip_allowed(&client.allowed_ip_blocks, ip) {
-                return Err(ApiError::new(
-                    Code::Forbidden,
-                    "this client may not call from this address",
-                ));
-            }
+            state.partner_limits.authenticated(ip, client.id)?;
             Ok(Partner {
                 client,
                 ip,

@@ -987,10 +987,11 @@ fn flows_and_links_stay_with_their_client_and_tenant(s: &TestServer) {
         .problem(401, "unauthenticated");
     }
 
-    // Addresses: a client allowed only from 10.0.0.0/8, and a grant allowed only from there,
-    // are refused from loopback; a forged X-Forwarded-For (no trusted proxy) changes nothing.
+    // Addresses: a client allowed only from 10.0.0.0/8 (as if its credentials were wrong), and
+    // a grant allowed only from there, are refused from loopback; a forged X-Forwarded-For (no
+    // trusted proxy) changes nothing.
     let far = s.client(tenant, &["10.0.0.0/8"]);
-    exchange(s, &far, token, Some(DOB)).problem(403, "forbidden");
+    exchange(s, &far, token, Some(DOB)).problem(401, "unauthenticated");
     let fenced = s.create(&key, &{
         let mut body = lab_result();
         body["allowed_ip_blocks"] = json!(["10.0.0.0/8"]);
@@ -1013,7 +1014,7 @@ fn flows_and_links_stay_with_their_client_and_tenant(s: &TestServer) {
                 .as_bytes(),
         ),
     );
-    spoofed.problem(403, "forbidden");
+    spoofed.problem(401, "unauthenticated");
     let visit = s.request(
         "GET",
         &format!("/l/{fenced_token}"),
@@ -1438,19 +1439,18 @@ mod rate_limit {
         assert_eq!(refused.status, 429, "{}", refused.text);
         let wait = retry_after(&refused);
         assert!((1..=20).contains(&wait), "Retry-After {wait}");
-        // The exchange from the same address shares the budget.
-        let refused = exchange(&s, &client, token, Some(DOB));
-        refused.problem(429, "too_many_requests");
-        assert!((1..=20).contains(&retry_after(&refused)));
         assert_eq!(
             count(&s, id, "link.visited"),
             3,
             "the refused visit opened nothing"
         );
+        // A partner on the same address has a budget of its own (crate::partner tests it).
+        assert_eq!(exchange(&s, &client, token, Some(DOB)).status, 201);
         drop(s);
 
-        // The partner exchange: three calls, then 429; the code step is limited too.
-        let s = TestServer::start_with(db.store.clone(), 3);
+        // The partner exchange: three calls of one client, then 429; the code step is limited
+        // too (the same budget).
+        let s = TestServer::start_partner_limited(db.store.clone(), 10_000, 3);
         let flow = flow_of(&exchange(&s, &client, token, Some(DOB)));
         let code = s.last_code();
         for _ in 0..2 {
@@ -1460,15 +1460,28 @@ mod rate_limit {
         refused.problem(429, "too_many_requests");
         assert!((1..=20).contains(&retry_after(&refused)));
         otp(&s, &client, &flow, &code).problem(429, "too_many_requests");
+        assert_eq!(s.outbox().len(), 3, "no code for refused calls");
+        assert_eq!(count(&s, id, "link.visited"), 7);
+        assert_eq!(count(&s, id, "lease.issued"), 0);
+        drop(s);
+
+        // Bad credentials: three tries per address, then 429 whatever is sent.
+        let s = TestServer::start_with(db.store.clone(), 3);
+        for _ in 0..3 {
+            s.post_as(
+                "/v1/exchange",
+                "Basic bm9ib2R5Om5vdGhpbmc=",
+                &json!({"token": token}),
+            )
+            .problem(401, "unauthenticated");
+        }
         s.post_as(
             "/v1/exchange",
             "Basic bm9ib2R5Om5vdGhpbmc=",
             &json!({"token": token}),
         )
         .problem(429, "too_many_requests");
-        assert_eq!(s.outbox().len(), 3, "no code for refused calls");
-        assert_eq!(count(&s, id, "link.visited"), 6);
-        assert_eq!(count(&s, id, "lease.issued"), 0);
+        exchange(&s, &client, token, Some(DOB)).problem(429, "too_many_requests");
     }
 
     #[test]
