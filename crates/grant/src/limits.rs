@@ -30,6 +30,8 @@ pub const MAX_ENUM_VALUES: usize = 100;
 pub const MAX_LABELS: usize = 32;
 /// Longest label value, in characters.
 pub const MAX_LABEL_VALUE_CHARS: usize = 256;
+/// Most `label.K=V` filters in one listing of grants (each is a join in the query).
+pub const MAX_LABEL_FILTERS: usize = 16;
 /// Most allowed IP blocks on a grant or client.
 pub const MAX_IP_BLOCKS: usize = 64;
 /// Most grants in one batch.

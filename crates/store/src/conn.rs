@@ -68,9 +68,47 @@ impl Backend {
                         ))
                     })?;
                 }
+                create_private(path).map_err(|e| {
+                    diesel::ConnectionError::BadConnection(format!("cannot create {path}: {e}"))
+                })?;
                 SqliteConnection::establish(path).map(DbConn::Sqlite)
             }
         }
+    }
+
+    /// SQLite: the database file and the `-wal` and `-shm` files beside it (which SQLite
+    /// creates with the main file's permissions). Empty for PostgreSQL.
+    pub fn sqlite_files(&self) -> Vec<std::path::PathBuf> {
+        match self {
+            Backend::Postgres(_) => Vec::new(),
+            Backend::Sqlite(path) if is_special(path) => Vec::new(),
+            Backend::Sqlite(path) => ["", "-wal", "-shm"]
+                .iter()
+                .map(|suffix| format!("{path}{suffix}").into())
+                .collect(),
+        }
+    }
+}
+
+/// `:memory:` and `file:` URIs name no plain file to create.
+fn is_special(path: &str) -> bool {
+    path == ":memory:" || path.starts_with("file:")
+}
+
+/// Creates the SQLite file with mode 0600 (owner only: it holds payloads) if it is missing,
+/// before SQLite opens it; an existing file is left as it is.
+fn create_private(path: &str) -> std::io::Result<()> {
+    if is_special(path) {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
