@@ -1,17 +1,25 @@
 //! The flow: one attempt to turn a link into a lease, as a state machine with the clock passed in.
 //!
 //! ```text
-//!                 Factor ok, OTP needed          OtpDelivered            Otp ok
-//!  ┌─────────┐ ─────────────────────▶ ┌──────────────┐ ──────────▶ ┌─────────┐ ─────────▶ ┌────────┐
-//!  │ Visited │                        │ FactorPassed │             │ OtpSent │            │ Leased │
-//!  └─────────┘ ──────────────────────────────────────────────────────────────────────────▶ └────────┘
-//!    │   ▲      Factor ok, no OTP channel                            │  ▲  │
-//!    └───┘ Factor wrong (counted per grant;                Resend,   └──┘  │ 5th wrong code
-//!          the grant locks at the limit)                  Otp wrong        ▼
-//!                                                                     ┌──────┐
-//!  Any event after `expires_at` (15 min): flow_expired.               │ Dead │
-//!                                                                     └──────┘
+//!                 Factor ok, code 1 recorded                      Otp ok
+//!  ┌─────────┐ ─────────────────────────────▶ ┌─────────┐ ─────────────────▶ ┌────────┐
+//!  │ Visited │                                │ OtpSent │                    │ Leased │
+//!  └─────────┘ ──────────────────────────────────────────────────────────▶ └────────┘
+//!    │   ▲      Factor ok, no OTP channel       │  ▲  │
+//!    └───┘ Factor wrong (counted per grant;     └──┘  │ 5th wrong code
+//!          the grant locks at the limit)   Resend      ▼
+//!                                          (code n    ┌──────┐
+//!                                          recorded), │ Dead │
+//!  Any event after `expires_at` (15 min):  Otp wrong  └──────┘
+//!  flow_expired.
 //! ```
+//!
+//! A send is recorded *before* its code is handed to the courier: the transition that sends
+//! code `n` stores `sends = n` and the code's hash in the same compare-and-set, so of any number
+//! of concurrent requests at most one sends each code, and however slow the courier is, at most
+//! `otp_sends` codes, `otp_resend_interval` apart, can ever leave for one flow. A delivery that
+//! then fails still counts (the message may have left). `FactorPassed` is only found in flows
+//! stored before sends were recorded this way; a resend moves them on.
 //!
 //! [`Flow::step`] returns `Err` when the event changes nothing (wrong step, expired flow, resend
 //! too soon); otherwise a [`Transition`]: the next flow, the [`Effect`]s the caller must carry
@@ -38,9 +46,9 @@ pub enum Holder {
 pub enum Step {
     /// The link was opened; the factor (or the Continue button) comes next.
     Visited,
-    /// The factor passed; a code is to be delivered (or its delivery failed and may be resent).
+    /// The factor passed and no code is recorded yet (flows stored by earlier versions only).
     FactorPassed,
-    /// A code was delivered and awaits entry.
+    /// A code was recorded and handed to the courier, and awaits entry.
     OtpSent,
     /// A lease was issued; the flow is finished.
     Leased,
@@ -81,7 +89,7 @@ pub struct SentOtp {
     pub send: u32,
     /// The keyed hash of the code.
     pub hash: SecretHash,
-    /// When it was delivered.
+    /// When it was recorded, just before it went to the courier.
     pub sent_at: OffsetDateTime,
     /// When it stops working.
     pub expires_at: OffsetDateTime,
@@ -104,7 +112,7 @@ pub struct Flow {
     pub expires_at: OffsetDateTime,
     /// Where it stands.
     pub step: Step,
-    /// Codes delivered so far.
+    /// Codes sent so far (each recorded before it went to the courier).
     pub sends: u32,
     /// The code now valid, if any.
     pub otp: Option<SentOtp>,
@@ -117,16 +125,16 @@ pub enum Event {
     Factor {
         /// Whether it matched the grant's verifier.
         matched: bool,
-        /// Whether the grant sends a code before the lease.
-        otp_required: bool,
+        /// For a grant that sends codes: [`otp::hash`] of code number [`Flow::next_send`], made
+        /// by the caller and sent only if the transition says [`Effect::SendOtp`]. `None`: the
+        /// grant sends no code and the lease follows the factor.
+        code: Option<SecretHash>,
     },
-    /// A code was delivered; its keyed hash is kept.
-    OtpDelivered {
-        /// [`otp::hash`] of the delivered code.
-        hash: SecretHash,
+    /// The visitor asks for another code: [`otp::hash`] of code number [`Flow::next_send`].
+    Resend {
+        /// The new code's keyed hash.
+        code: SecretHash,
     },
-    /// The visitor asks for another code.
-    Resend,
     /// A code was entered (see [`Flow::otp_matches`]).
     Otp {
         /// Whether it is the current, unexpired code.
@@ -141,13 +149,12 @@ pub enum Effect {
     FactorPassed,
     /// Count a factor failure on the grant (locking it at the limit) and record `factor.failed`.
     FactorFailed,
-    /// Generate code number `send`, deliver it, then apply [`Event::OtpDelivered`].
+    /// Record `otp.sent` for code number `send` (counted against the grant's sends per hour),
+    /// and once that is committed, hand the code to the courier.
     SendOtp {
-        /// The send number to hash the code with.
+        /// The code's number in this flow.
         send: u32,
     },
-    /// Record `otp.sent`.
-    OtpSent,
     /// Record `otp.passed`.
     OtpPassed,
     /// Count an OTP failure on the grant (locking it at the limit) and record `otp.failed`.
@@ -226,11 +233,31 @@ impl Flow {
         }
     }
 
+    /// The number of the next code this flow would send.
+    pub fn next_send(&self) -> u32 {
+        self.sends + 1
+    }
+
     /// Whether `presented` is the current code (expiry is checked by [`Flow::step`]).
     pub fn otp_matches(&self, keys: &SecretKeys, presented: &SecretString) -> bool {
         self.otp
             .as_ref()
             .is_some_and(|sent| otp::matches(keys, self.id.0, sent.send, &sent.hash, presented))
+    }
+
+    /// Records code number [`Flow::next_send`] as sent at `now` (it replaces any earlier code)
+    /// and returns its number.
+    fn record_send(&mut self, code: SecretHash, now: OffsetDateTime, limits: &FlowLimits) -> u32 {
+        self.sends += 1;
+        self.step = Step::OtpSent;
+        self.otp = Some(SentOtp {
+            send: self.sends,
+            hash: code,
+            sent_at: now,
+            expires_at: now + limits.otp_ttl,
+            tries: 0,
+        });
+        self.sends
     }
 
     /// Moves the flow by one event at `now`.
@@ -260,39 +287,21 @@ impl Flow {
                 vec![Effect::FactorFailed],
                 Some(FlowError::FactorMismatch),
             ),
-            (
-                Step::Visited,
-                Event::Factor {
-                    matched: true,
-                    otp_required,
-                },
-            ) => {
-                if otp_required {
-                    next.step = Step::FactorPassed;
-                    let send = next.sends + 1;
+            (Step::Visited, Event::Factor { matched: true, code }) => match code {
+                Some(code) => {
+                    let send = next.record_send(code, now, limits);
                     done(
                         next,
                         vec![Effect::FactorPassed, Effect::SendOtp { send }],
                         None,
                     )
-                } else {
+                }
+                None => {
                     next.step = Step::Leased;
                     done(next, vec![Effect::FactorPassed, Effect::IssueLease], None)
                 }
-            }
-            (Step::FactorPassed | Step::OtpSent, Event::OtpDelivered { hash }) => {
-                next.sends += 1;
-                next.step = Step::OtpSent;
-                next.otp = Some(SentOtp {
-                    send: next.sends,
-                    hash,
-                    sent_at: now,
-                    expires_at: now + limits.otp_ttl,
-                    tries: 0,
-                });
-                done(next, vec![Effect::OtpSent], None)
-            }
-            (Step::FactorPassed | Step::OtpSent, Event::Resend) => {
+            },
+            (Step::FactorPassed | Step::OtpSent, Event::Resend { code }) => {
                 if self.sends >= limits.otp_sends {
                     return Err(FlowError::SendsExhausted);
                 }
@@ -304,7 +313,7 @@ impl Flow {
                         });
                     }
                 }
-                let send = self.sends + 1;
+                let send = next.record_send(code, now, limits);
                 done(next, vec![Effect::SendOtp { send }], None)
             }
             (Step::OtpSent, Event::Otp { matched }) => {

@@ -21,7 +21,14 @@ pub struct FlowLimits {
     pub all_failures_to_lock: u32,
     /// No lease, refreshed or not, lives past this after it was issued.
     pub lease_absolute: Duration,
+    /// Flows of one grant open at once (neither expired, dead nor leased), on all instances.
+    pub open_flows_per_grant: u32,
+    /// Codes sent for one grant, all its flows together, in any hour.
+    pub sends_per_grant_per_hour: u32,
 }
+
+/// The window [`FlowLimits::sends_per_grant_per_hour`] counts over.
+pub const SEND_WINDOW: Duration = Duration::hours(1);
 
 impl Default for FlowLimits {
     fn default() -> Self {
@@ -34,6 +41,8 @@ impl Default for FlowLimits {
             factor_failures_to_lock: linklease_grant::limits::FACTOR_FAILURES_TO_LOCK,
             all_failures_to_lock: linklease_grant::limits::ALL_FAILURES_TO_LOCK,
             lease_absolute: Duration::hours(1),
+            open_flows_per_grant: 20,
+            sends_per_grant_per_hour: 10,
         }
     }
 }
@@ -81,6 +90,13 @@ impl FlowLimits {
             caps.lease_absolute,
         ) {
             return Err("lease_absolute must be between 1 and 60 minutes");
+        }
+        if !(1..=caps.open_flows_per_grant).contains(&self.open_flows_per_grant) {
+            return Err("open_flows_per_grant must be between 1 and 20");
+        }
+        if !(self.otp_sends..=caps.sends_per_grant_per_hour).contains(&self.sends_per_grant_per_hour)
+        {
+            return Err("sends_per_grant_per_hour must be between otp_sends and 10");
         }
         Ok(())
     }

@@ -39,18 +39,28 @@ fn run(events: Vec<(i64, Event)>) -> Flow {
     flow
 }
 
+/// The factor event; a grant that sends codes passes the hash of its first code.
 fn factor(matched: bool, otp_required: bool) -> Event {
     Event::Factor {
         matched,
-        otp_required,
+        code: otp_required.then(|| hash(1)),
     }
 }
 
+fn resend(send: u8) -> Event {
+    Event::Resend { code: hash(send) }
+}
+
+/// The first code recorded (and so sent) at T0 + 2 s.
 fn at_otp_sent() -> Flow {
-    run(vec![
-        (1, factor(true, true)),
-        (2, Event::OtpDelivered { hash: hash(1) }),
-    ])
+    run(vec![(2, factor(true, true))])
+}
+
+/// A flow stored by an earlier version: the factor passed, no code recorded.
+fn at_factor_passed() -> Flow {
+    let mut flow = fresh();
+    flow.step = Step::FactorPassed;
+    flow
 }
 
 /// start, event, seconds after T0, next step, effects, refusal.
@@ -60,13 +70,13 @@ type Case = (Flow, Event, i64, Step, Vec<Effect>, Option<FlowError>);
 fn every_accepted_transition() {
     // (start, event, at, next step, effects, refusal)
     let otp_sent = at_otp_sent();
-    let factor_passed = run(vec![(1, factor(true, true))]);
     let table: Vec<Case> = vec![
+        // The send is recorded with the factor, before the courier is called.
         (
             fresh(),
             factor(true, true),
             1,
-            Step::FactorPassed,
+            Step::OtpSent,
             vec![Effect::FactorPassed, Effect::SendOtp { send: 1 }],
             None,
         ),
@@ -86,20 +96,12 @@ fn every_accepted_transition() {
             vec![Effect::FactorFailed],
             Some(FlowError::FactorMismatch),
         ),
+        // A flow stored before sends were recorded first: a resend sends its first code.
         (
-            factor_passed.clone(),
-            Event::OtpDelivered { hash: hash(1) },
+            at_factor_passed(),
+            resend(1),
             2,
             Step::OtpSent,
-            vec![Effect::OtpSent],
-            None,
-        ),
-        // A failed first delivery may be retried at once.
-        (
-            factor_passed,
-            Event::Resend,
-            2,
-            Step::FactorPassed,
             vec![Effect::SendOtp { send: 1 }],
             None,
         ),
@@ -120,19 +122,11 @@ fn every_accepted_transition() {
             Some(FlowError::OtpMismatch { tries_left: 4 }),
         ),
         (
-            otp_sent.clone(),
-            Event::Resend,
+            otp_sent,
+            resend(2),
             32,
             Step::OtpSent,
             vec![Effect::SendOtp { send: 2 }],
-            None,
-        ),
-        (
-            otp_sent,
-            Event::OtpDelivered { hash: hash(2) },
-            32,
-            Step::OtpSent,
-            vec![Effect::OtpSent],
             None,
         ),
     ];
@@ -159,13 +153,7 @@ fn every_refused_transition_changes_nothing() {
             1,
             FlowError::WrongStep,
         ),
-        (fresh(), Event::Resend, 1, FlowError::WrongStep),
-        (
-            fresh(),
-            Event::OtpDelivered { hash: hash(1) },
-            1,
-            FlowError::WrongStep,
-        ),
+        (fresh(), resend(1), 1, FlowError::WrongStep),
         (
             otp_sent.clone(),
             factor(true, true),
@@ -183,7 +171,7 @@ fn every_refused_transition_changes_nothing() {
         // Resend too soon: 30 s after the last send.
         (
             otp_sent.clone(),
-            Event::Resend,
+            resend(2),
             31,
             FlowError::ResendTooSoon {
                 retry_after: Duration::seconds(1),
@@ -216,7 +204,7 @@ fn the_clock_crossing_each_expiry() {
             .unwrap_err(),
         FlowError::Expired
     );
-    // The code: 10 minutes from its delivery (at T0 + 2 s).
+    // The code: 10 minutes from when it was recorded and sent (at T0 + 2 s).
     let sent_at = T0 + Duration::seconds(2);
     let ok = otp_sent
         .step(
@@ -234,13 +222,13 @@ fn the_clock_crossing_each_expiry() {
     );
     // An expired code is not counted as a wrong try, and a new one can be asked for.
     let resent = otp_sent
-        .step(Event::Resend, sent_at + l.otp_ttl, &l)
+        .step(resend(2), sent_at + l.otp_ttl, &l)
         .unwrap();
     assert_eq!(resent.effects, vec![Effect::SendOtp { send: 2 }]);
     // Resend: exactly at 30 s it is allowed.
     assert!(
         otp_sent
-            .step(Event::Resend, sent_at + l.otp_resend_interval, &l)
+            .step(resend(2), sent_at + l.otp_resend_interval, &l)
             .is_ok()
     );
 }
@@ -270,7 +258,7 @@ fn five_wrong_codes_kill_the_flow() {
     assert!(flow.otp.is_none());
     for event in [
         Event::Otp { matched: true },
-        Event::Resend,
+        resend(2),
         factor(true, true),
     ] {
         assert_eq!(
@@ -293,24 +281,16 @@ fn three_sends_per_flow_and_a_new_code_replaces_the_old() {
     assert_eq!(flow.otp.as_ref().unwrap().tries, 1);
     for (send, secs) in [(2u32, 40i64), (3, 80)] {
         let at = T0 + Duration::seconds(secs);
-        let t = flow.step(Event::Resend, at, &l).unwrap();
+        let t = flow.step(resend(send as u8), at, &l).unwrap();
         assert_eq!(t.effects, vec![Effect::SendOtp { send }]);
-        flow = flow
-            .step(
-                Event::OtpDelivered {
-                    hash: hash(send as u8),
-                },
-                at,
-                &l,
-            )
-            .unwrap()
-            .flow;
+        flow = t.flow;
+        assert_eq!(flow.sends, send, "counted before the courier is called");
         let otp = flow.otp.as_ref().unwrap();
         assert_eq!((otp.send, otp.hash, otp.tries), (send, hash(send as u8), 0));
         assert_eq!(otp.expires_at, at + l.otp_ttl);
     }
     assert_eq!(
-        flow.step(Event::Resend, T0 + Duration::seconds(200), &l)
+        flow.step(resend(4), T0 + Duration::seconds(200), &l)
             .unwrap_err(),
         FlowError::SendsExhausted
     );
@@ -322,19 +302,11 @@ fn the_real_code_check_binds_flow_and_send() {
     let rng = ring::rand::SystemRandom::new();
     let flow = fresh();
     let code = otp::generate(&rng).unwrap();
-    let delivered = flow
-        .step(factor(true, true), T0, &limits())
-        .unwrap()
-        .flow
-        .step(
-            Event::OtpDelivered {
-                hash: otp::hash(&keys, flow.id.0, 1, &code),
-            },
-            T0,
-            &limits(),
-        )
-        .unwrap()
-        .flow;
+    let first = Event::Factor {
+        matched: true,
+        code: Some(otp::hash(&keys, flow.id.0, flow.next_send(), &code)),
+    };
+    let delivered = flow.step(first, T0, &limits()).unwrap().flow;
     assert!(delivered.otp_matches(&keys, &code));
     assert!(!delivered.otp_matches(&keys, &SecretString::new("not it")));
     assert!(!fresh().otp_matches(&keys, &code), "no code sent yet");

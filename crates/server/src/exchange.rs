@@ -3,13 +3,20 @@
 //!
 //! Each step runs on a blocking thread. The pure flow machine (`linklease_lease::Flow::step`)
 //! decides; this module carries out its effects in one transaction with the flow's
-//! compare-and-set, and delivers codes through the courier *outside* any transaction (a slow
-//! mail server must not hold a database lock). A failed delivery leaves the flow where it was:
-//! the visitor gets `unavailable` and may ask again; nothing is lost.
+//! compare-and-set. A code is recorded as sent (the flow's send count, the code's hash, and
+//! `otp.sent`) in that transaction, *before* anyone calls the courier, so concurrent requests
+//! can never send more codes than the limits allow, however slow the courier. The route then
+//! hands the code to the courier ([`deliver`], on the courier's own threads, outside any
+//! transaction); a failed delivery records `otp.failed_to_send` and still counts.
+//!
+//! Per grant, across every flow and instance (the database decides, under the grant's row
+//! lock): at most `open_flows_per_grant` flows open at once, and at most
+//! `sends_per_grant_per_hour` codes in any hour; beyond either, `too_many_requests`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use actix_web::web;
 use linklease_courier::OtpMessage;
 use linklease_grant::contact::mask;
 use linklease_grant::{
@@ -17,6 +24,7 @@ use linklease_grant::{
     Purpose, SecretHash, SecretString, TenantId, factor, micros,
 };
 use linklease_lease::token::{self, LeaseClaims, Scope};
+use linklease_lease::limits::SEND_WINDOW;
 use linklease_lease::{Effect, Event, Flow, FlowError, Holder, Transition, lease, otp};
 use linklease_store::audit::{self, Actor, AuditKind, NewEvent};
 use linklease_store::flows::{self, StoredFlow};
@@ -25,8 +33,8 @@ use linklease_store::leases::{self, LeaseRecord};
 use linklease_store::{DbConn, StoreError};
 use time::OffsetDateTime;
 
-use crate::AppState;
 use crate::error::{ApiError, Code};
+use crate::{AppState, run};
 
 /// Who is acting, from where.
 #[derive(Clone, Debug)]
@@ -72,10 +80,12 @@ pub struct Opened {
 /// What comes after a step that succeeded.
 #[derive(Debug)]
 pub enum Next {
-    /// A code was sent to this (masked) destination.
+    /// A code was recorded for this (masked) destination.
     Otp {
         /// The masked destination.
         sent_to: String,
+        /// The code still to hand to the courier ([`deliver`]); `None` once it was.
+        pending: Option<Box<Delivery>>,
     },
     /// The lease was issued.
     Lease(Box<IssuedLease>),
@@ -90,6 +100,87 @@ pub struct IssuedLease {
     pub token: SecretString,
     /// What it may do.
     pub scopes: Vec<Scope>,
+}
+
+/// A code recorded as sent and not yet handed to the courier.
+#[derive(Debug)]
+pub struct Delivery {
+    message: OtpMessage,
+    grant: Arc<Grant>,
+    flow: FlowId,
+    send: u32,
+    visitor: Visitor,
+}
+
+/// A new code, made before the step that records it.
+struct NewCode {
+    send: u32,
+    code: SecretString,
+    hash: SecretHash,
+}
+
+impl NewCode {
+    /// Code number [`Flow::next_send`] of `flow`.
+    fn for_flow(state: &AppState, flow: &Flow) -> Result<Self, ApiError> {
+        let send = flow.next_send();
+        let code = otp::generate(&state.rng).map_err(ApiError::internal)?;
+        let hash = otp::hash(&state.keys, flow.id.0, send, &code);
+        Ok(Self { send, code, hash })
+    }
+}
+
+/// Hands the code of `next` (if it still has one) to the courier and awaits it, holding no
+/// thread. A failed delivery is recorded (`otp.failed_to_send`) and answered `unavailable`
+/// with the wait before the next send; the send still counts, since it may have left.
+pub async fn deliver(state: &web::Data<AppState>, next: Next) -> Result<Next, ApiError> {
+    let Next::Otp {
+        sent_to,
+        pending: Some(delivery),
+    } = next
+    else {
+        return Ok(next);
+    };
+    let failed = match state.dispatcher.deliver(delivery.message.clone()).await {
+        Ok(()) => {
+            return Ok(Next::Otp {
+                sent_to,
+                pending: None,
+            });
+        }
+        Err(e) => e,
+    };
+    log::warn!(target: "linklease::courier", "flow {}: delivery of code {} failed: {failed}",
+        delivery.flow, delivery.send);
+    let class = failed.class();
+    run(state, move |state| {
+        let now = micros::truncate(state.clock.now());
+        let grant = &delivery.grant;
+        state
+            .store
+            .append_audit(&[NewEvent {
+                at: now,
+                tenant: Some(grant.tenant),
+                grant: Some(grant.id),
+                lease: None,
+                kind: AuditKind::OtpFailedToSend,
+                actor: delivery.visitor.actor(),
+                detail: serde_json::json!({
+                    "flow": delivery.flow,
+                    "send": delivery.send,
+                    "channel": grant.otp_channel.as_str(),
+                    "error": class,
+                }),
+            }])
+            .map_err(ApiError::from)
+    })
+    .await?;
+    let wait = state.limits.otp_resend_interval.whole_seconds().max(1);
+    let mut err = ApiError::new(
+        Code::Unavailable,
+        "the code could not be sent; ask for a new one in a moment",
+    );
+    err.retry_after = Some(u32::try_from(wait).unwrap_or(u32::MAX));
+    Err(err)
 }
 
 /// The keyed hash under which a browser flow's cookie secret is stored.
@@ -146,16 +237,17 @@ impl Opening {
         })
     }
 
-    /// In the caller's transaction: finds the link's grant and checks that it may be opened,
-    /// locking its state when `lock` (see `grants::by_token`). `Ok(Err(_))` refuses
-    /// the visit.
+    /// In the caller's transaction: finds the link's grant, locking its state (see
+    /// `grants::by_token`), and checks that it may be opened: active, from an allowed address,
+    /// and with fewer than `open_flows_per_grant` flows open. `Ok(Err(_))` refuses the visit.
     fn find(
         &self,
         c: &mut DbConn,
+        state: &AppState,
         visitor: &Visitor,
-        lock: bool,
     ) -> Result<Result<GrantRecord, ApiError>, StoreError> {
-        let record = match grants::by_token(c, &self.hash, lock) {
+        // Locked so that concurrent visits, on any instance, count each other's flows.
+        let record = match grants::by_token(c, &self.hash, true) {
             Err(StoreError::NotFound) => return Ok(Err(link_invalid())),
             other => other?,
         };
@@ -167,6 +259,13 @@ impl Opening {
         }
         if !ip_allowed(&record.grant.allowed_ip_blocks, visitor.ip) {
             return Ok(Err(forbidden_ip()));
+        }
+        let (open, first_ends) = flows::open_of_grant(c, record.grant.id, self.now)?;
+        if open >= state.limits.open_flows_per_grant {
+            let wait = first_ends.map_or(1, |at| (at - self.now).whole_seconds() + 1);
+            let mut refused = ApiError::too_many(u32::try_from(wait).unwrap_or(u32::MAX));
+            refused.detail = "too many sessions are open for this link; try again later".into();
+            return Ok(Err(refused));
         }
         Ok(Ok(record))
     }
@@ -216,7 +315,7 @@ fn link_invalid() -> ApiError {
 pub fn open(state: &AppState, token: &str, visitor: &Visitor) -> Result<Opened, ApiError> {
     let opening = Opening::new(state, token, visitor)?;
     let (flow, grant) = state.store.write(|c| {
-        let record = match opening.find(c, visitor, false)? {
+        let record = match opening.find(c, state, visitor)? {
             Ok(record) => record,
             Err(refused) => return Ok(Err(refused)),
         };
@@ -247,13 +346,13 @@ pub fn open_with_factor(
     let now = opening.now;
     let (record, step, stored) = state.store.write(|c| {
         // The grant's state is locked as it is read: the step below decides on it.
-        let record = match opening.find(c, visitor, true)? {
+        let record = match opening.find(c, state, visitor)? {
             Ok(record) => record,
             Err(refused) => return Ok(Err(refused)),
         };
         let flow = opening.flow(state, &record, visitor);
         let step = match factor_transition(state, &flow, &record.grant, presented, now)
-            .and_then(|transition| Step::new(state, transition, now))
+            .and_then(|(transition, code)| Step::new(state, transition, code, now))
         {
             Ok(step) => step,
             Err(refused) => {
@@ -262,26 +361,29 @@ pub fn open_with_factor(
                 return Ok(Err(refused));
             }
         };
+        if let Err(refused) = step.sends_allowed(c, state, record.grant.id, now)? {
+            opening.record(c, &record, &flow, 0, visitor)?;
+            return Ok(Err(refused));
+        }
         // Stored with its first step applied: as opened at version 0, then saved.
         opening.record(c, &record, &step.flow, 1, visitor)?;
-        let stored = step.store(
+        let stored = match step.store(
             c,
             state,
             &record.grant,
             Base::Opened(record.state.clone()),
             visitor,
             now,
-        )?;
+        )? {
+            Ok(stored) => stored,
+            Err(refused) => return Ok(Err(refused)),
+        };
         Ok(Ok((record, step, stored)))
     })??;
-    state
-        .grants
-        .insert(record.grant.id, Arc::new(record.grant.clone()));
+    let grant = Arc::new(record.grant);
+    state.grants.insert(grant.id, grant.clone());
     let flow_id = step.flow.id;
-    Ok((
-        flow_id,
-        step.finish(state, &record.grant, 0, stored, visitor, now)?,
-    ))
+    Ok((flow_id, step.finish(state, &grant, stored, visitor, now)?))
 }
 
 /// Checks the factor (`None` for the Continue button of a grant without one); on success sends
@@ -294,18 +396,18 @@ pub fn factor(
 ) -> Result<Next, ApiError> {
     let grant = grant_of(state, &stored)?;
     let now = micros::truncate(state.clock.now());
-    let transition = factor_transition(state, &stored.flow, &grant, presented, now)?;
-    carry_out(state, &grant, stored.version, transition, visitor, now)
+    let (transition, code) = factor_transition(state, &stored.flow, &grant, presented, now)?;
+    carry_out(state, &grant, stored.version, transition, code, visitor, now)
 }
 
-/// The flow's step on the factor presented.
+/// The flow's step on the factor presented, with the first code for a grant that sends one.
 fn factor_transition(
     state: &AppState,
     flow: &Flow,
     grant: &Grant,
     presented: Option<SecretString>,
     now: OffsetDateTime,
-) -> Result<Transition, ApiError> {
+) -> Result<(Transition, Option<NewCode>), ApiError> {
     let matched = match (grant.factor_kind, &grant.factor_verifier, &presented) {
         (FactorKind::None, _, _) => true,
         (_, Some(verifier), Some(value)) => factor::matches(
@@ -324,11 +426,19 @@ fn factor_transition(
         }
         (_, None, Some(_)) => return Err(ApiError::internal("grant without factor verifier")),
     };
+    let code = if grant.otp_channel == OtpChannel::None {
+        None
+    } else {
+        Some(NewCode::for_flow(state, flow)?)
+    };
     let event = Event::Factor {
         matched,
-        otp_required: grant.otp_channel != OtpChannel::None,
+        code: code.as_ref().map(|c| c.hash),
     };
-    flow.step(event, now, &state.limits).map_err(ApiError::flow)
+    let transition = flow
+        .step(event, now, &state.limits)
+        .map_err(ApiError::flow)?;
+    Ok((transition, code))
 }
 
 /// Checks a code; on success issues the lease.
@@ -345,7 +455,7 @@ pub fn check_otp(
         .flow
         .step(Event::Otp { matched }, now, &state.limits)
         .map_err(ApiError::flow)?;
-    match carry_out(state, &grant, stored.version, transition, visitor, now)? {
+    match carry_out(state, &grant, stored.version, transition, None, visitor, now)? {
         Next::Lease(lease) => Ok(*lease),
         Next::Otp { .. } => Err(ApiError::internal("a code check asked for another code")),
     }
@@ -355,9 +465,13 @@ pub fn check_otp(
 pub fn resend(state: &AppState, stored: StoredFlow, visitor: &Visitor) -> Result<Next, ApiError> {
     let now = micros::truncate(state.clock.now());
     let grant = grant_of(state, &stored)?;
+    let code = NewCode::for_flow(state, &stored.flow)?;
+    let event = Event::Resend {
+        code: code.hash,
+    };
     let transition = stored
         .flow
-        .step(Event::Resend, now, &state.limits)
+        .step(event, now, &state.limits)
         .map_err(|e| {
             let mut err = ApiError::flow(e);
             if e == FlowError::SendsExhausted {
@@ -366,7 +480,15 @@ pub fn resend(state: &AppState, stored: StoredFlow, visitor: &Visitor) -> Result
             }
             err
         })?;
-    carry_out(state, &grant, stored.version, transition, visitor, now)
+    carry_out(
+        state,
+        &grant,
+        stored.version,
+        transition,
+        Some(code),
+        visitor,
+        now,
+    )
 }
 
 /// The flow's grant (it never changes: cached). Its state is not read here: every step
@@ -380,17 +502,18 @@ fn grant_of(state: &AppState, stored: &StoredFlow) -> Result<Arc<Grant>, ApiErro
 /// due, then answers.
 fn carry_out(
     state: &AppState,
-    grant: &Grant,
+    grant: &Arc<Grant>,
     version: i32,
     transition: Transition,
+    code: Option<NewCode>,
     visitor: &Visitor,
     now: OffsetDateTime,
 ) -> Result<Next, ApiError> {
-    let step = Step::new(state, transition, now)?;
+    let step = Step::new(state, transition, code, now)?;
     let stored = state
         .store
-        .write(|c| step.store(c, state, grant, Base::Stored(version), visitor, now))?;
-    step.finish(state, grant, version, stored, visitor, now)
+        .write(|c| step.store(c, state, grant, Base::Stored(version), visitor, now))??;
+    step.finish(state, grant, stored, visitor, now)
 }
 
 /// Where a step's flow and its grant's state stand when the step is stored.
@@ -409,20 +532,21 @@ struct Step {
     refusal: Option<FlowError>,
     /// The id of the lease it issues, if it does.
     lease_id: Option<LeaseId>,
+    /// The code it sends, if it does.
+    code: Option<NewCode>,
 }
 
 /// What storing a [`Step`] left to do after the commit.
 struct StoredStep {
     grant_state: linklease_grant::GrantState,
     lease: Option<LeaseRecord>,
-    /// The code to generate and deliver, by number.
-    send: Option<u32>,
 }
 
 impl Step {
     fn new(
         state: &AppState,
         transition: Transition,
+        code: Option<NewCode>,
         now: OffsetDateTime,
     ) -> Result<Self, ApiError> {
         let Transition {
@@ -435,12 +559,41 @@ impl Step {
         } else {
             None
         };
+        // A code is kept only if the transition sends it.
+        let sends = effects
+            .iter()
+            .any(|e| matches!(e, Effect::SendOtp { .. }));
         Ok(Self {
             flow,
             effects,
             refusal,
             lease_id,
+            code: code.filter(|_| sends),
         })
+    }
+
+    /// In the caller's transaction, under the grant's row lock: whether the code this step
+    /// sends keeps the grant within `sends_per_grant_per_hour`, counting every flow that could
+    /// have sent one in the last hour. `Ok(Err(_))` refuses the step.
+    fn sends_allowed(
+        &self,
+        c: &mut DbConn,
+        state: &AppState,
+        grant: linklease_grant::GrantId,
+        now: OffsetDateTime,
+    ) -> Result<Result<(), ApiError>, StoreError> {
+        if self.code.is_none() {
+            return Ok(Ok(()));
+        }
+        let (others, first_ends) =
+            flows::sends_of_grant_since(c, grant, now - SEND_WINDOW, self.flow.id)?;
+        if others.saturating_add(self.flow.sends) <= state.limits.sends_per_grant_per_hour {
+            return Ok(Ok(()));
+        }
+        let wait = first_ends.map_or(1, |at| (at + SEND_WINDOW - now).whole_seconds() + 1);
+        let mut refused = ApiError::too_many(u32::try_from(wait).unwrap_or(u32::MAX));
+        refused.detail = "too many codes were sent for this link; try again later".into();
+        Ok(Err(refused))
     }
 
     /// In the caller's transaction: the flow's compare-and-set from `base` and the effects.
@@ -452,7 +605,7 @@ impl Step {
         base: Base,
         visitor: &Visitor,
         now: OffsetDateTime,
-    ) -> Result<StoredStep, StoreError> {
+    ) -> Result<Result<StoredStep, ApiError>, StoreError> {
         let Self {
             flow,
             effects,
@@ -460,7 +613,6 @@ impl Step {
             ..
         } = self;
         let lease_id = *lease_id;
-        let mut send = None;
         // Decide on the grant's state as of now, under its row lock: concurrent guesses queue
         // here, and once one of them locks the grant every later one is refused, right or
         // wrong, before anything is applied.
@@ -473,6 +625,9 @@ impl Step {
             status => return Err(StoreError::GrantNotActive(status)),
         }
         if let Base::Stored(version) = base {
+            if let Err(refused) = self.sends_allowed(c, state, grant.id, now)? {
+                return Ok(Err(refused));
+            }
             flows::save(c, flow, version)?;
         }
         let mut lease = None;
@@ -489,10 +644,10 @@ impl Step {
                         }),
                     )
                 }
-                Effect::OtpSent => (
+                Effect::SendOtp { send } => (
                     AuditKind::OtpSent,
                     serde_json::json!({
-                        "send": flow.sends,
+                        "send": send,
                         "channel": grant.otp_channel.as_str(),
                     }),
                 ),
@@ -506,10 +661,6 @@ impl Step {
                             "otp_failures": grant_state.otp_failures,
                         }),
                     )
-                }
-                Effect::SendOtp { send: n } => {
-                    send = Some(n);
-                    continue;
                 }
                 Effect::IssueLease => {
                     let Some(id) = lease_id else { continue };
@@ -557,29 +708,19 @@ impl Step {
                 now,
             )?;
         }
-        Ok(StoredStep {
-            grant_state,
-            lease,
-            send,
-        })
+        Ok(Ok(StoredStep { grant_state, lease }))
     }
 
     /// After the commit: the refusal, the signed lease, or the code's delivery.
     fn finish(
         self,
         state: &AppState,
-        grant: &Grant,
-        version: i32,
+        grant: &Arc<Grant>,
         stored: StoredStep,
         visitor: &Visitor,
         now: OffsetDateTime,
     ) -> Result<Next, ApiError> {
-        let StoredStep {
-            grant_state,
-            lease,
-            send,
-        } = stored;
-        let flow = self.flow;
+        let StoredStep { grant_state, lease } = stored;
 
         if let Some(refusal) = self.refusal {
             let mut err = ApiError::flow(refusal);
@@ -600,47 +741,26 @@ impl Step {
             state.leases.insert(lease.id, Arc::new(lease.clone()));
             return sign(state, lease, &grant.permissions).map(|l| Next::Lease(Box::new(l)));
         }
-        if let Some(n) = send {
-            return deliver(state, grant, flow, version + 1, n, visitor, now);
-        }
-        // A delivery was recorded: the next step is the code.
+        let Some(code) = self.code else {
+            return Err(ApiError::internal("a step that neither refused, leased nor sent"));
+        };
+        let to = grant
+            .otp_to
+            .clone()
+            .ok_or_else(|| ApiError::internal("grant with an OTP channel but no destination"))?;
+        let minutes = u32::try_from(state.limits.otp_ttl.whole_minutes()).unwrap_or(10);
+        let message = OtpMessage::new(now, grant.otp_channel, to, grant.id, code.code, minutes);
         Ok(Next::Otp {
             sent_to: sent_to(grant),
+            pending: Some(Box::new(Delivery {
+                message,
+                grant: grant.clone(),
+                flow: self.flow.id,
+                send: code.send,
+                visitor: visitor.clone(),
+            })),
         })
     }
-}
-
-/// Generates code number `n`, delivers it, then records the delivery (`otp.sent`).
-fn deliver(
-    state: &AppState,
-    grant: &Grant,
-    flow: Flow,
-    version: i32,
-    n: u32,
-    visitor: &Visitor,
-    now: OffsetDateTime,
-) -> Result<Next, ApiError> {
-    let to = grant
-        .otp_to
-        .clone()
-        .ok_or_else(|| ApiError::internal("grant with an OTP channel but no destination"))?;
-    let code = otp::generate(&state.rng).map_err(ApiError::internal)?;
-    let hash = otp::hash(&state.keys, flow.id.0, n, &code);
-    let minutes = u32::try_from(state.limits.otp_ttl.whole_minutes()).unwrap_or(10);
-    let message = OtpMessage::new(now, grant.otp_channel, to, grant.id, code, minutes);
-    if let Err(e) = state.courier.deliver(&message) {
-        log::warn!(target: "linklease::courier", "flow {}: delivery failed: {e}", flow.id);
-        let mut err = ApiError::new(
-            Code::Unavailable,
-            "the code could not be sent; ask for a new one in a moment",
-        );
-        err.retry_after = Some(5);
-        return Err(err);
-    }
-    let transition = flow
-        .step(Event::OtpDelivered { hash }, now, &state.limits)
-        .map_err(ApiError::flow)?;
-    carry_out(state, grant, version, transition, visitor, now)
 }
 
 /// Where the grant's codes go, masked.

@@ -6,6 +6,7 @@ pub mod caches;
 pub mod client_ip;
 pub mod clock;
 pub mod data_dir;
+pub mod dispatch;
 pub mod error;
 pub mod exchange;
 pub mod group;
@@ -18,6 +19,7 @@ pub mod pages;
 pub mod partner;
 pub mod rate_limit;
 pub mod routes;
+pub mod sweeper;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
@@ -67,8 +69,12 @@ pub struct AppState {
     pub keyring: Arc<keyring::Keyring>,
     /// Delivers one-time codes.
     pub courier: Arc<dyn Courier>,
+    /// Calls the courier on threads of its own (see [`dispatch`]).
+    pub dispatcher: Arc<dispatch::Dispatcher>,
     /// Per-address limits on the consumer routes.
     pub rate_limit: Arc<rate_limit::RateLimiter>,
+    /// Per-client limits on the partner API, and per-address limits on its failed logins.
+    pub partner_limits: Arc<rate_limit::PartnerLimits>,
     /// The system's secure randomness.
     pub rng: SystemRandom,
     /// Claims of lease tokens already verified.
@@ -102,7 +108,14 @@ impl AppState {
             limits: Arc::new(FlowLimits::default()),
             keyring: Arc::default(),
             courier: Arc::new(linklease_courier::ConsoleCourier),
+            dispatcher: Arc::new(dispatch::Dispatcher::new(Arc::new(
+                linklease_courier::ConsoleCourier,
+            ))),
             rate_limit: Arc::new(rate_limit::RateLimiter::new(rate_limit::DEFAULT_PER_MINUTE)),
+            partner_limits: Arc::new(rate_limit::PartnerLimits::new(
+                rate_limit::DEFAULT_PARTNER_PER_MINUTE,
+                rate_limit::DEFAULT_PER_MINUTE,
+            )),
             rng: SystemRandom::new(),
             tokens: Arc::default(),
             payloads: Arc::default(),
@@ -117,7 +130,11 @@ impl AppState {
 
     /// The same state delivering codes through `courier`.
     pub fn with_courier(self, courier: Arc<dyn Courier>) -> Self {
-        Self { courier, ..self }
+        Self {
+            dispatcher: Arc::new(dispatch::Dispatcher::new(courier.clone())),
+            courier,
+            ..self
+        }
     }
 
     /// The same state under `limits` (checked by the caller with `FlowLimits::check`).
@@ -128,10 +145,26 @@ impl AppState {
         }
     }
 
-    /// The same state allowing `per_minute` requests per address on the consumer routes.
+    /// The same state allowing `per_minute` requests per address on the consumer routes, and
+    /// as many failed partner authentications per address.
     pub fn with_rate_limit(self, per_minute: u32) -> Self {
         Self {
             rate_limit: Arc::new(rate_limit::RateLimiter::new(per_minute)),
+            partner_limits: Arc::new(rate_limit::PartnerLimits::new(
+                self.partner_limits.per_client(),
+                per_minute,
+            )),
+            ..self
+        }
+    }
+
+    /// The same state allowing `per_minute` partner API requests per client.
+    pub fn with_partner_rate_limit(self, per_minute: u32) -> Self {
+        Self {
+            partner_limits: Arc::new(rate_limit::PartnerLimits::new(
+                per_minute,
+                self.rate_limit.per_minute(),
+            )),
             ..self
         }
     }
@@ -203,6 +236,7 @@ pub fn start_on(
     workers: usize,
 ) -> std::io::Result<Running> {
     let data = web::Data::new(state);
+    sweeper::start(std::sync::Arc::downgrade(&data.clone().into_inner()));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
@@ -259,7 +293,14 @@ async fn around_request(
         .and_then(|e| e.as_error::<ApiError>())
         .and_then(ApiError::cause)
     {
-        log::error!(target: "linklease::error", "rid={request_id} {method} {route}: {cause}");
+        // A 4xx (a conflict, say) is the client's doing and clients can repeat it at will:
+        // logged below ERROR so that they cannot flood the error log. ERROR is for 5xx causes.
+        let level = if status >= 500 {
+            log::Level::Error
+        } else {
+            log::Level::Debug
+        };
+        log::log!(target: "linklease::error", level, "rid={request_id} {method} {route} {status}: {cause}");
     }
     let headers = res.headers_mut();
     for (name, value) in SECURITY_HEADERS {

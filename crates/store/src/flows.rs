@@ -7,10 +7,12 @@ use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
 use diesel::sql_types::{BigInt, Binary, HasSqlType, Integer, Nullable, Text};
 
-use linklease_grant::{FlowId, SecretHash, micros};
+use diesel::dsl::{count_star, min, sum};
+use linklease_grant::{FlowId, GrantId, SecretHash, micros};
+use time::OffsetDateTime;
 use linklease_lease::{Flow, Holder, SentOtp, Step};
 
-use crate::schema::flows;
+use crate::schema::{flows, leases};
 use crate::{DbConn, StoreError, parse_id};
 
 /// A flow and the version it was read at.
@@ -92,6 +94,69 @@ pub fn save(conn: &mut DbConn, flow: &Flow, version: i32) -> Result<(), StoreErr
     } else {
         Err(StoreError::Conflict("the flow changed meanwhile".into()))
     }
+}
+
+/// Flows of `grant` still open at `now` (not expired, dead or leased), and when the first of
+/// them expires. Call it under the grant's row lock (`grants::by_token(.., true)` or
+/// `grants::lock_state`) so that concurrent visits count each other.
+pub fn open_of_grant(
+    conn: &mut DbConn,
+    grant: GrantId,
+    now: OffsetDateTime,
+) -> Result<(u32, Option<OffsetDateTime>), StoreError> {
+    let (n, first): (i64, Option<i64>) = flows::table
+        .filter(flows::grant_id.eq(grant.to_string()))
+        .filter(flows::expires_at.gt(micros::to_micros(now)))
+        .filter(flows::step.eq_any([
+            Step::Visited.as_str(),
+            Step::FactorPassed.as_str(),
+            Step::OtpSent.as_str(),
+        ]))
+        .select((count_star(), min(flows::expires_at)))
+        .get_result(conn)?;
+    Ok((
+        u32::try_from(n).unwrap_or(u32::MAX),
+        first.map(micros::from_micros),
+    ))
+}
+
+/// Codes sent by the flows of `grant` other than `except` that could have sent one after
+/// `since` (those that expire after it), and when the first of those that sent anything
+/// expires. Call it under the grant's row lock.
+pub fn sends_of_grant_since(
+    conn: &mut DbConn,
+    grant: GrantId,
+    since: OffsetDateTime,
+    except: FlowId,
+) -> Result<(u32, Option<OffsetDateTime>), StoreError> {
+    let (sent, first): (Option<i64>, Option<i64>) = flows::table
+        .filter(flows::grant_id.eq(grant.to_string()))
+        .filter(flows::expires_at.gt(micros::to_micros(since)))
+        .filter(flows::id.ne(except.to_string()))
+        .filter(flows::sends.gt(0))
+        .select((sum(flows::sends), min(flows::expires_at)))
+        .get_result(conn)?;
+    Ok((
+        sent.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+        first.map(micros::from_micros),
+    ))
+}
+
+/// Deletes up to `limit` flows that expired before `before` and issued no lease (a lease's row
+/// names its flow); returns how many. Their `link.visited` and other events stay in the audit
+/// log; nothing else refers to them.
+pub fn sweep(conn: &mut DbConn, before: OffsetDateTime, limit: u32) -> Result<usize, StoreError> {
+    let ids: Vec<String> = flows::table
+        .filter(flows::expires_at.lt(micros::to_micros(before)))
+        .filter(flows::id.ne_all(leases::table.select(leases::flow_id)))
+        .select(flows::id)
+        .order(flows::expires_at)
+        .limit(i64::from(limit))
+        .load(conn)?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    Ok(diesel::delete(flows::table.filter(flows::id.eq_any(&ids))).execute(conn)?)
 }
 
 /// The compare-and-set of [`save`] as a statement whose SQL never changes, which diesel keeps

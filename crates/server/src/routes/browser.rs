@@ -31,7 +31,11 @@ use crate::{AppState, run};
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::FormConfig::default().limit(128 * 1024))
+    cfg.app_data(
+        web::FormConfig::default()
+            .limit(128 * 1024)
+            .error_handler(form_error),
+    )
         .service(resource(pages::STYLESHEET_PATH).route(web::get().to(stylesheet)))
         .service(resource("/l/{token}").route(web::get().to(visit)))
         .service(resource("/flow").route(web::get().to(flow_page)))
@@ -41,6 +45,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/view").route(web::get().to(view)))
         .service(resource("/view/submit").route(web::post().to(submit)))
         .service(resource("/logout").route(web::post().to(logout)));
+}
+
+/// A form the handler never sees (wrong content type 415, too large 413, malformed 400): the
+/// HTML error page with actix's status, not its plain-text message.
+fn form_error(e: actix_web::error::UrlencodedError, _: &HttpRequest) -> actix_web::Error {
+    use actix_web::ResponseError as _;
+    let status = e.status_code();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        Code::PayloadTooLarge
+    } else {
+        Code::InvalidRequest
+    };
+    let mut page = error_page(&ApiError::new(code, "the form could not be read"));
+    *page.status_mut() = status;
+    actix_web::error::InternalError::from_response(e, page).into()
 }
 
 type Form = web::Form<Vec<(String, String)>>;
@@ -358,6 +377,11 @@ async fn flow_post(
         Ok(pair) => pair,
         Err(e) => return error_page(&e),
     };
+    // A code recorded as sent goes to the courier now, with no thread held while it works.
+    let outcome = match outcome {
+        Ok(next) => exchange::deliver(&state, next).await,
+        Err(e) => Err(e),
+    };
     match outcome {
         Ok(Next::Otp { .. }) => see_other("/flow"),
         Ok(Next::Lease(issued)) => {
@@ -375,6 +399,7 @@ async fn flow_post(
                     | Code::OtpExpired
                     | Code::InvalidRequest
                     | Code::TooManyRequests
+                    | Code::Unavailable
             ) =>
         {
             // Show the same step again with what went wrong.

@@ -10,6 +10,7 @@
 #[path = "../http/harness.rs"]
 mod harness;
 mod webdriver;
+mod webmail;
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use std::process::Command;
 use harness::TestServer;
 use linklease_store::testing::TestDb;
 use webdriver::Browser;
+use webmail::Webmail;
 
 const PHONE: (u32, u32) = (390, 844);
 const DESKTOP: (u32, u32) = (1280, 900);
@@ -124,8 +126,8 @@ fn grant_body() -> Value {
     })
 }
 
-#[test]
-fn consumer_journeys_in_a_real_browser() {
+/// Whether the browser is installed; under CI its absence fails the test.
+fn browser_available() -> bool {
     let ci = std::env::var_os("CI").is_some();
     if !webdriver::available() {
         assert!(
@@ -133,6 +135,15 @@ fn consumer_journeys_in_a_real_browser() {
             "CI needs chromium and chromium-driver (apt-get install)"
         );
         eprintln!("skipping the browser test: chromium or chromedriver is not installed");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn consumer_journeys_in_a_real_browser() {
+    let ci = std::env::var_os("CI").is_some();
+    if !browser_available() {
         return;
     }
     let Some(axe) = axe_source() else {
@@ -155,8 +166,11 @@ fn consumer_journeys_in_a_real_browser() {
     let token = grant["token"].as_str().unwrap();
     let b = Browser::start(PHONE.0, PHONE.1);
 
-    // The link: the token leaves the address bar, the factor is asked for.
-    b.goto(&format!("{}/l/{token}", s.base));
+    // The link, clicked in a message on another site (as links arrive: webmail, chat): the
+    // token leaves the address bar, the factor is asked for.
+    let mail = Webmail::with_link(&format!("{}/l/{token}", s.base));
+    b.goto(&mail.url);
+    b.click("#mail-link");
     assert!(b.current_url().ends_with("/flow"), "{}", b.current_url());
     assert_eq!(b.heading(), "Confirm it is you");
     assert!(s.outbox().is_empty(), "opening a link sends nothing");
@@ -236,7 +250,7 @@ fn consumer_journeys_in_a_real_browser() {
     assert_eq!(b.heading(), "Link already used");
     checker.check(&b, "08-used-link");
 
-    // A link without factor or code: Continue, then log out.
+    // A link without factor or code, typed into the address bar: Continue, then log out.
     let plain = s.create(
         &key,
         &json!({"payload": {"message": "Your appointment is on Monday"}, "max_uses": 3}),
@@ -274,4 +288,51 @@ fn consumer_journeys_in_a_real_browser() {
         "axe: no serious or critical violations on\n  {}",
         checker.checked.join("\n  ")
     );
+}
+
+/// A person as they really open a link: clicked in a message on another site, then back to the
+/// message and clicked again, then through factor and code to the payload; on each backend.
+fn link_clicked_on_another_site(db: &TestDb) {
+    if !browser_available() {
+        return;
+    }
+    let s = TestServer::start_self_addressed(db.store.clone());
+    let (_, key) = s.tenant("clinic");
+    let grant = s.create(&key, &grant_body());
+    let mail = Webmail::with_link(&format!("{}/l/{}", s.base, grant["token"].as_str().unwrap()));
+    let b = Browser::start(PHONE.0, PHONE.1);
+    b.goto(&mail.url);
+    b.click("#mail-link");
+    assert!(b.current_url().ends_with("/flow"), "{}", b.current_url());
+    assert_eq!(b.heading(), "Confirm it is you", "{}", b.text("main"));
+
+    // Back to the message, and the link clicked once more: still the factor, not an error.
+    b.back();
+    assert_eq!(b.heading(), "Your test result is ready");
+    b.click("#mail-link");
+    assert_eq!(b.heading(), "Confirm it is you", "{}", b.text("main"));
+
+    set_value(&b, "#factor", "1984-03-02");
+    b.click("main button[type=submit]");
+    assert_eq!(b.heading(), "Enter your code", "{}", b.text("main"));
+    b.type_into("#code", &s.last_code());
+    b.click("main form[action='/flow/otp'] button");
+    assert!(b.current_url().ends_with("/view"), "{}", b.current_url());
+    assert!(b.text("main").contains("Clinic North"), "{}", b.text("main"));
+}
+
+mod sqlite {
+    #[test]
+    fn link_clicked_on_another_site() {
+        super::link_clicked_on_another_site(&super::TestDb::sqlite());
+    }
+}
+
+mod postgres {
+    #[test]
+    fn link_clicked_on_another_site() {
+        if let Some(db) = super::TestDb::postgres() {
+            super::link_clicked_on_another_site(&db);
+        }
+    }
 }

@@ -115,6 +115,13 @@ impl Browser {
         self.cmd("/url", json!({ "url": url }));
     }
 
+    /// The browser's Back button; waits for the page it goes back to.
+    pub fn back(&self) {
+        self.run("window.__linklease_before = true;", json!([]));
+        self.cmd("/back", json!({}));
+        self.wait_for_new_page();
+    }
+
     /// The address bar.
     pub fn current_url(&self) -> String {
         self.get("/url").as_str().unwrap_or_default().to_owned()

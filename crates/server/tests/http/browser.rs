@@ -172,10 +172,17 @@ fn attributes(line: &str) -> Vec<String> {
 }
 
 #[track_caller]
+/// A `__Host-` cookie: the lease cookie is SameSite=Strict, the flow cookie Lax (a link is
+/// clicked on another site, and its redirect to `/flow` must carry the flow).
 fn assert_host_cookie(line: &str, max_age: i64) {
     let attrs = attributes(line);
     let max_age = format!("max-age={max_age}");
-    for want in ["httponly", "secure", "samesite=strict", "path=/", &max_age] {
+    let same_site = if line.starts_with(FLOW) {
+        "samesite=lax"
+    } else {
+        "samesite=strict"
+    };
+    for want in ["httponly", "secure", same_site, "path=/", &max_age] {
         assert!(attrs.iter().any(|a| a == want), "{line} lacks {want}");
     }
     assert!(

@@ -208,7 +208,7 @@ fn grant_without_factor_or_code_leases_at_once(s: &TestServer) {
 }
 
 /// A courier that cannot deliver (a webhook to a closed port): the visitor is told the service
-/// is unavailable, and nothing is lost or burnt.
+/// is unavailable, nothing is lost, and the attempt is recorded and counted (it may have left).
 fn a_failed_delivery_is_unavailable_and_loses_nothing(db: &linklease_store::testing::TestDb) {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
@@ -218,6 +218,7 @@ fn a_failed_delivery_is_unavailable_and_loses_nothing(db: &linklease_store::test
         &linklease_courier::CourierOptions {
             webhook_secret: Some(linklease_grant::SecretString::new("s3cret")),
             timeout: std::time::Duration::from_secs(2),
+            allow_insecure: true,
             ..Default::default()
         },
     )
@@ -249,9 +250,14 @@ fn a_failed_delivery_is_unavailable_and_loses_nothing(db: &linklease_store::test
         .into_iter()
         .map(|e| e.kind)
         .collect();
-    assert!(kinds.contains(&"factor.passed".to_owned()), "{kinds:?}");
-    assert!(!kinds.contains(&"otp.sent".to_owned()), "{kinds:?}");
-    // The flow waits for a delivery: asking again is allowed (and fails the same way).
+    // The attempt is recorded before the courier is called, and its failure after.
+    let tail: Vec<&str> = kinds.iter().map(String::as_str).skip(2).collect();
+    assert_eq!(
+        tail,
+        ["factor.passed", "otp.sent", "otp.failed_to_send"],
+        "{kinds:?}"
+    );
+    // The failed send counts: another code only after the resend interval.
     let events = s
         .store
         .read(|c| audit::for_grant(c, id.parse().unwrap()))
@@ -259,13 +265,31 @@ fn a_failed_delivery_is_unavailable_and_loses_nothing(db: &linklease_store::test
     let visited = events.iter().find(|e| e.kind == "link.visited").unwrap();
     let detail: Value = serde_json::from_str(&visited.detail).unwrap();
     let flow = detail["flow"].as_str().unwrap();
-    let resend = s.request(
-        "POST",
-        &format!("/v1/exchange/{flow}/resend"),
-        &[("authorization", &client)],
-        None,
-    );
-    resend.problem(503, "unavailable");
+    let resend = || {
+        s.request(
+            "POST",
+            &format!("/v1/exchange/{flow}/resend"),
+            &[("authorization", &client)],
+            None,
+        )
+    };
+    let soon = resend();
+    soon.problem(429, "too_many_requests");
+    assert!(soon.header("retry-after").is_some());
+    s.advance(time::Duration::seconds(30));
+    resend().problem(503, "unavailable");
+    let failed = s
+        .store
+        .read(|c| audit::for_grant(c, id.parse().unwrap()))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "otp.failed_to_send")
+        .map(|e| serde_json::from_str::<Value>(&e.detail).unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(failed.len(), 2);
+    assert_eq!(failed[1]["send"], 2);
+    assert_eq!(failed[1]["error"], "transport");
+    assert!(!failed[1].to_string().contains("pat@example.org"));
 }
 
 #[test]
