@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod cidr;
+pub mod commitment;
 pub mod contact;
 pub mod factor;
 pub mod hex;
@@ -18,6 +19,7 @@ use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 pub use cidr::IpBlock;
+pub use commitment::Commitments;
 pub use contact::OtpChannel;
 pub use factor::FactorKind;
 pub use ids::{ApiKeyId, ClientId, FlowId, GrantId, LeaseId, SubmissionId, TenantId};
@@ -46,8 +48,11 @@ pub struct Grant {
     pub created_at: OffsetDateTime,
     /// When it stops being usable.
     pub expires_at: OffsetDateTime,
-    /// SHA-256 of the stored payload bytes (compact JSON, keys sorted).
+    /// SHA-256 of the stored payload bytes (compact JSON, keys sorted): for the originator's
+    /// API only; the audit log shows the salted commitment where there is one.
     pub payload_sha256: [u8; 32],
+    /// The salt and the salted payload commitment (absent on grants made before salts).
+    pub commitments: Option<Commitments>,
     /// What a lease may do.
     pub permissions: Permissions,
     /// Uses before the grant is used up.
@@ -68,6 +73,13 @@ pub struct Grant {
     pub labels: BTreeMap<String, String>,
     /// The grant this one replaced.
     pub supersedes: Option<GrantId>,
+}
+
+impl Grant {
+    /// How audit details show this grant's payload (see [`commitment::payload_evidence`]).
+    pub fn payload_evidence(&self) -> (&'static str, String) {
+        commitment::payload_evidence(self.commitments.as_ref(), &self.payload_sha256)
+    }
 }
 
 /// A grant about to be stored, with what is stored beside it.

@@ -13,7 +13,9 @@ use crate::permissions::Permissions;
 use crate::problems::Problems;
 use crate::secret::{SecretKeys, SecretString};
 use crate::token::LinkToken;
-use crate::{ApiKeyId, Grant, GrantId, NewGrant, RandomError, TenantId, limits, micros};
+use crate::{
+    ApiKeyId, Commitments, Grant, GrantId, NewGrant, RandomError, TenantId, limits, micros,
+};
 
 /// The body of `POST /v1/grants` (and each element of a batch). Unknown fields are refused so
 /// that a typo such as `max_use` is an error, not a silently ignored wish.
@@ -226,6 +228,7 @@ impl GrantRequest {
             .as_deref()
             .map(|value| factor::verifier(keys, id, self.factor.kind, value));
         let payload_sha256 = sha256(payload.as_bytes());
+        let commitments = Some(Commitments::new(rng, payload.as_bytes())?);
         let grant = Grant {
             id,
             tenant: issuer.tenant,
@@ -233,6 +236,7 @@ impl GrantRequest {
             created_at: now,
             expires_at,
             payload_sha256,
+            commitments,
             permissions: self.permissions,
             max_uses,
             lease_ttl_seconds,

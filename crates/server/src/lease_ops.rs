@@ -2,7 +2,7 @@
 //! submit, complete, refresh, end. Every change takes its use with one conditional update in
 //! the same transaction as the submission and its audit events (see `grants::take_use`).
 
-use linklease_grant::{GrantStatus, SubmissionId, hex, micros, request::sha256};
+use linklease_grant::{GrantStatus, SubmissionId, commitment, micros, request::sha256};
 use linklease_lease::lease::refreshed_expiry;
 use linklease_lease::submission::{self, SubmissionError, SubmissionRequest};
 use linklease_lease::token::Scope;
@@ -72,12 +72,13 @@ pub fn payload_of(state: &AppState, holder: &LeaseHolder) -> Result<Arc<RawValue
 
 /// The `payload.read` event of `holder` now.
 pub fn read_event(state: &AppState, holder: &LeaseHolder) -> NewEvent {
+    let (name, value) = holder.grant.grant.payload_evidence();
+    let mut detail = serde_json::Map::new();
+    detail.insert(name.to_owned(), value.into());
     event(
         holder,
         AuditKind::PayloadRead,
-        serde_json::json!({
-            "payload_sha256": hex::encode(&holder.grant.grant.payload_sha256),
-        }),
+        detail.into(),
         micros::truncate(state.clock.now()),
     )
 }
@@ -142,6 +143,7 @@ pub fn submit(
         lease: holder.lease.id,
         received_at: now,
         body_sha256: sha256(body.as_bytes()),
+        body_commitment: grant.commitments.map(|c| c.body(body.as_bytes())),
         body,
         creates: u32::try_from(request.creates.len()).unwrap_or(u32::MAX),
         idempotency_key: request.idempotency_key.clone(),
@@ -166,20 +168,18 @@ pub fn submit(
         }
         let uses = grants::take_use(c, grant, &holder.actor(), now)?;
         submissions::insert(c, &record)?;
+        let mut detail = serde_json::json!({
+            "submission": record.id,
+            "fields": request.fields.keys().collect::<Vec<_>>(),
+            "creates": record.creates,
+            "uses": uses,
+        });
+        let (body_name, body_value) =
+            commitment::body_evidence(record.body_commitment.as_ref(), &record.body_sha256);
+        detail[body_name] = body_value.into();
         audit::append(
             c,
-            &event(
-                holder,
-                AuditKind::SubmissionAccepted,
-                serde_json::json!({
-                    "submission": record.id,
-                    "body_sha256": hex::encode(&record.body_sha256),
-                    "fields": request.fields.keys().collect::<Vec<_>>(),
-                    "creates": record.creates,
-                    "uses": uses,
-                }),
-                now,
-            ),
+            &event(holder, AuditKind::SubmissionAccepted, detail, now),
         )?;
         let status = end_if_used(c, holder, uses, now)?;
         Ok(Ok(status))

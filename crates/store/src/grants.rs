@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 use linklease_grant::{
-    FactorKind, Grant, GrantId, GrantState, GrantStatus, NewGrant, OtpChannel, SecretHash,
-    TenantId, micros, micros::rfc3339,
+    Commitments, FactorKind, Grant, GrantId, GrantState, GrantStatus, NewGrant, OtpChannel,
+    SecretHash, TenantId, micros, micros::rfc3339,
 };
 
 use linklease_lease::FlowLimits;
@@ -92,6 +92,8 @@ struct NewGrantRow<'a> {
     allowed_ip_blocks: String,
     labels: String,
     supersedes: Option<String>,
+    commitment_salt: Option<&'a [u8]>,
+    payload_commitment: Option<&'a [u8]>,
 }
 
 #[derive(Insertable)]
@@ -144,6 +146,8 @@ fn insert_batch(conn: &mut DbConn, news: &[NewGrant], actor: &Actor) -> Result<(
             allowed_ip_blocks: to_json(&g.allowed_ip_blocks)?,
             labels: to_json(&g.labels)?,
             supersedes: g.supersedes.map(|s| s.to_string()),
+            commitment_salt: g.commitments.as_ref().map(|c| &c.salt[..]),
+            payload_commitment: g.commitments.as_ref().map(|c| &c.payload[..]),
         });
         payload_rows.push(NewPayloadRow {
             grant_id: id.clone(),
@@ -172,6 +176,17 @@ fn insert_batch(conn: &mut DbConn, news: &[NewGrant], actor: &Actor) -> Result<(
 /// The `grant.created` event of `new`.
 fn created_event(new: &NewGrant, actor: &Actor) -> NewEvent {
     let g = &new.grant;
+    let (payload_name, payload_value) = g.payload_evidence();
+    let mut detail = serde_json::json!({
+        "expires_at": rfc3339(g.expires_at),
+        "max_uses": g.max_uses,
+        "lease_ttl_seconds": g.lease_ttl_seconds,
+        "factor_kind": g.factor_kind.as_str(),
+        "otp_channel": g.otp_channel.as_str(),
+        "writable": g.permissions.can_write(),
+        "supersedes": g.supersedes,
+    });
+    detail[payload_name] = payload_value.into();
     NewEvent {
         at: g.created_at,
         tenant: Some(g.tenant),
@@ -179,16 +194,7 @@ fn created_event(new: &NewGrant, actor: &Actor) -> NewEvent {
         lease: None,
         kind: AuditKind::GrantCreated,
         actor: actor.clone(),
-        detail: serde_json::json!({
-            "payload_sha256": linklease_grant::hex::encode(&g.payload_sha256),
-            "expires_at": rfc3339(g.expires_at),
-            "max_uses": g.max_uses,
-            "lease_ttl_seconds": g.lease_ttl_seconds,
-            "factor_kind": g.factor_kind.as_str(),
-            "otp_channel": g.otp_channel.as_str(),
-            "writable": g.permissions.can_write(),
-            "supersedes": g.supersedes,
-        }),
+        detail,
     }
 }
 
@@ -655,6 +661,8 @@ struct GrantRow {
     allowed_ip_blocks: String,
     labels: String,
     supersedes: Option<String>,
+    commitment_salt: Option<Vec<u8>>,
+    payload_commitment: Option<Vec<u8>>,
 }
 
 impl TryFrom<GrantRow> for Grant {
@@ -672,6 +680,20 @@ impl TryFrom<GrantRow> for Grant {
                 .as_slice()
                 .try_into()
                 .map_err(|_| corrupt("payload_sha256"))?,
+            commitments: match (&row.commitment_salt, &row.payload_commitment) {
+                (None, None) => None,
+                (Some(salt), Some(payload)) => Some(Commitments {
+                    salt: salt
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| corrupt("commitment_salt"))?,
+                    payload: payload
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| corrupt("payload_commitment"))?,
+                }),
+                _ => return Err(corrupt("commitments")),
+            },
             permissions: serde_json::from_str(&row.permissions)
                 .map_err(|_| corrupt("permissions"))?,
             max_uses: u32::try_from(row.max_uses).map_err(|_| corrupt("max_uses"))?,

@@ -1,6 +1,6 @@
 //! Retention: `linklease purge --ended-before DATE`. For every grant that stopped being active
 //! before the date, the payload row is deleted and each submission's body is emptied; the grant
-//! (with `payload_sha256`), the submissions (with `body_sha256`) and the whole audit chain stay,
+//! (with its payload's hash and commitment), the submissions (with theirs) and the audit chain stay,
 //! so the log still verifies and still proves what was delivered and received. Each purged grant
 //! gets one `payload.purged` event with the counts. See `docs/AUDIT.md`.
 
@@ -106,6 +106,14 @@ pub fn ended_before(
         if payloads == 0 && bodies == 0 {
             continue;
         }
+        let mut detail = serde_json::json!({
+            "status": record.status(now).as_str(),
+            "ended_before": rfc3339(ended_before),
+            "payload_removed": payloads == 1,
+            "submission_bodies_emptied": bodies,
+        });
+        let (payload_name, payload_value) = record.grant.payload_evidence();
+        detail[payload_name] = payload_value.into();
         audit::append(
             conn,
             &NewEvent {
@@ -115,13 +123,7 @@ pub fn ended_before(
                 lease: None,
                 kind: AuditKind::PayloadPurged,
                 actor: actor.clone(),
-                detail: serde_json::json!({
-                    "status": record.status(now).as_str(),
-                    "ended_before": rfc3339(ended_before),
-                    "payload_removed": payloads == 1,
-                    "payload_sha256": linklease_grant::hex::encode(&record.grant.payload_sha256),
-                    "submission_bodies_emptied": bodies,
-                }),
+                detail,
             },
         )?;
         purged.grants += 1;

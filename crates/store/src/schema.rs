@@ -52,6 +52,8 @@ diesel::table! {
         allowed_ip_blocks -> Text,
         labels -> Text,
         supersedes -> Nullable<Text>,
+        commitment_salt -> Nullable<Binary>,
+        payload_commitment -> Nullable<Binary>,
     }
 }
 
@@ -140,6 +142,7 @@ diesel::table! {
         body_sha256 -> Binary,
         creates -> Integer,
         idempotency_key -> Nullable<Text>,
+        body_commitment -> Nullable<Binary>,
     }
 }
 

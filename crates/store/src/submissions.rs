@@ -23,8 +23,11 @@ pub struct SubmissionRecord {
     pub received_at: OffsetDateTime,
     /// The canonical body: `{"creates":[…],"fields":{…}}`.
     pub body: String,
-    /// SHA-256 of `body`.
+    /// SHA-256 of `body` (for the originator's API and idempotent replays).
     pub body_sha256: [u8; 32],
+    /// `HMAC-SHA256(grant's salt, body)`, what the audit log shows (absent for grants made
+    /// before salts).
+    pub body_commitment: Option<[u8; 32]>,
     /// Child records it created.
     pub creates: u32,
     /// The holder's idempotency key.
@@ -42,6 +45,7 @@ pub fn insert(conn: &mut DbConn, s: &SubmissionRecord) -> Result<(), StoreError>
             submissions::received_at.eq(micros::to_micros(s.received_at)),
             submissions::body.eq(&s.body),
             submissions::body_sha256.eq(&s.body_sha256[..]),
+            submissions::body_commitment.eq(s.body_commitment.as_ref().map(|c| &c[..])),
             submissions::creates.eq(i32::try_from(s.creates).unwrap_or(i32::MAX)),
             submissions::idempotency_key.eq(&s.idempotency_key),
         ))
@@ -104,6 +108,7 @@ struct SubmissionRow {
     body_sha256: Vec<u8>,
     creates: i32,
     idempotency_key: Option<String>,
+    body_commitment: Option<Vec<u8>>,
 }
 
 impl TryFrom<SubmissionRow> for SubmissionRecord {
@@ -121,6 +126,14 @@ impl TryFrom<SubmissionRow> for SubmissionRecord {
                 .as_slice()
                 .try_into()
                 .map_err(|_| corrupt("body_sha256"))?,
+            body_commitment: row
+                .body_commitment
+                .map(|c| {
+                    c.as_slice()
+                        .try_into()
+                        .map_err(|_| corrupt("body_commitment"))
+                })
+                .transpose()?,
             body: row.body,
             creates: u32::try_from(row.creates).map_err(|_| corrupt("creates"))?,
             idempotency_key: row.idempotency_key,

@@ -708,6 +708,7 @@ fn submission(
         lease,
         received_at: at,
         body_sha256: linklease_grant::request::sha256(body.as_bytes()),
+        body_commitment: None,
         body,
         creates: 2,
         idempotency_key: key.map(str::to_owned),
