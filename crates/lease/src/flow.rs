@@ -287,7 +287,13 @@ impl Flow {
                 vec![Effect::FactorFailed],
                 Some(FlowError::FactorMismatch),
             ),
-            (Step::Visited, Event::Factor { matched: true, code }) => match code {
+            (
+                Step::Visited,
+                Event::Factor {
+                    matched: true,
+                    code,
+                },
+            ) => match code {
                 Some(code) => {
                     let send = next.record_send(code, now, limits);
                     done(

@@ -94,7 +94,8 @@ impl FlowLimits {
         if !(1..=caps.open_flows_per_grant).contains(&self.open_flows_per_grant) {
             return Err("open_flows_per_grant must be between 1 and 20");
         }
-        if !(self.otp_sends..=caps.sends_per_grant_per_hour).contains(&self.sends_per_grant_per_hour)
+        if !(self.otp_sends..=caps.sends_per_grant_per_hour)
+            .contains(&self.sends_per_grant_per_hour)
         {
             return Err("sends_per_grant_per_hour must be between otp_sends and 10");
         }

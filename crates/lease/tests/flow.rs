@@ -221,9 +221,7 @@ fn the_clock_crossing_each_expiry() {
         FlowError::OtpExpired
     );
     // An expired code is not counted as a wrong try, and a new one can be asked for.
-    let resent = otp_sent
-        .step(resend(2), sent_at + l.otp_ttl, &l)
-        .unwrap();
+    let resent = otp_sent.step(resend(2), sent_at + l.otp_ttl, &l).unwrap();
     assert_eq!(resent.effects, vec![Effect::SendOtp { send: 2 }]);
     // Resend: exactly at 30 s it is allowed.
     assert!(
@@ -256,11 +254,7 @@ fn five_wrong_codes_kill_the_flow() {
     }
     assert_eq!(flow.step, Step::Dead);
     assert!(flow.otp.is_none());
-    for event in [
-        Event::Otp { matched: true },
-        resend(2),
-        factor(true, true),
-    ] {
+    for event in [Event::Otp { matched: true }, resend(2), factor(true, true)] {
         assert_eq!(
             flow.step(event, T0 + Duration::seconds(11), &l)
                 .unwrap_err(),

@@ -48,7 +48,9 @@ pub fn start(state: Weak<AppState>) {
                 match sweep_once(&state) {
                     Ok(0) => {}
                     Ok(n) => log::info!(target: "linklease::sweeper", "deleted {n} ended flows"),
-                    Err(e) => log::warn!(target: "linklease::sweeper", "sweeping flows failed: {e}"),
+                    Err(e) => {
+                        log::warn!(target: "linklease::sweeper", "sweeping flows failed: {e}")
+                    }
                 }
             }
         });

@@ -9,8 +9,8 @@ use diesel::sql_types::{BigInt, Binary, HasSqlType, Integer, Nullable, Text};
 
 use diesel::dsl::{count_star, min, sum};
 use linklease_grant::{FlowId, GrantId, SecretHash, micros};
-use time::OffsetDateTime;
 use linklease_lease::{Flow, Holder, SentOtp, Step};
+use time::OffsetDateTime;
 
 use crate::schema::{flows, leases};
 use crate::{DbConn, StoreError, parse_id};

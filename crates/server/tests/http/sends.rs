@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use crate::exchange::lab_result;
 use crate::harness::{Reply, TestServer};
-use linklease_store::{audit, flows};
 use linklease_store::testing::TestDb;
+use linklease_store::{audit, flows};
 
 /// An SMS gateway on loopback that answers each delivery after `delay`, or only once opened.
 struct Gateway {
@@ -185,7 +185,12 @@ fn concurrent_browser_resends_send_at_most_three_codes(db: &TestDb) {
     let (_, key) = s.tenant("clinic");
     let grant = s.create(&key, &sms_grant());
     let id = grant["id"].as_str().unwrap().to_owned();
-    let visited = s.request("GET", &format!("/l/{}", grant["token"].as_str().unwrap()), &[], None);
+    let visited = s.request(
+        "GET",
+        &format!("/l/{}", grant["token"].as_str().unwrap()),
+        &[],
+        None,
+    );
     let cookie = visited
         .headers
         .iter()
@@ -229,7 +234,12 @@ fn a_held_courier_holds_no_database_thread(db: &TestDb) {
     let client = s.client(tenant, &[]);
     // More held deliveries than the blocking pool has threads.
     let tokens: Vec<String> = (0..40)
-        .map(|_| s.create(&key, &sms_grant())["token"].as_str().unwrap().to_owned())
+        .map(|_| {
+            s.create(&key, &sms_grant())["token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     let answers: Vec<Reply> = std::thread::scope(|scope| {
         let exchanges: Vec<_> = tokens
@@ -269,21 +279,35 @@ fn one_grant_costs_a_bounded_number_of_flows_and_codes(s: &TestServer) {
     // 30 visits at once: 20 flows open, the rest refused.
     let path = format!("/l/{token}");
     let visits = at_once(30, &|| s.request("GET", &path, &[], None));
-    assert_eq!(visits.iter().filter(|r| r.status == 303).count(), 20, "{:?}", statuses(&visits));
+    assert_eq!(
+        visits.iter().filter(|r| r.status == 303).count(),
+        20,
+        "{:?}",
+        statuses(&visits)
+    );
     for refused in visits.iter().filter(|r| r.status != 303) {
         assert_eq!(refused.status, 429);
         assert!(refused.text.contains("Too many attempts"));
         let wait: i64 = refused.header("retry-after").unwrap().parse().unwrap();
         assert!((1..=15 * 60 + 1).contains(&wait), "{wait}");
     }
-    s.post_as("/v1/exchange", &client, &json!({"token": token, "factor": "1984-03-02"}))
-        .problem(429, "too_many_requests");
+    s.post_as(
+        "/v1/exchange",
+        &client,
+        &json!({"token": token, "factor": "1984-03-02"}),
+    )
+    .problem(429, "too_many_requests");
 
     // The flows expire; now 14 partner exchanges at once, each sending its first code.
     s.advance(time::Duration::minutes(16));
     let body = json!({"token": token, "factor": "1984-03-02"});
     let started = at_once(14, &|| s.post_as("/v1/exchange", &client, &body));
-    assert_eq!(started.iter().filter(|r| r.status == 201).count(), 10, "{:?}", statuses(&started));
+    assert_eq!(
+        started.iter().filter(|r| r.status == 201).count(),
+        10,
+        "{:?}",
+        statuses(&started)
+    );
     for refused in started.iter().filter(|r| r.status != 201) {
         refused.problem(429, "too_many_requests");
         assert!(refused.header("retry-after").is_some());
@@ -292,19 +316,31 @@ fn one_grant_costs_a_bounded_number_of_flows_and_codes(s: &TestServer) {
     // A resend on one of those flows is refused the same way.
     let flow = started.iter().find(|r| r.status == 201).unwrap().json()["flow_id"].clone();
     s.advance(time::Duration::seconds(31));
-    s.post_as(&format!("/v1/exchange/{}/resend", flow.as_str().unwrap()), &client, &json!({}))
-        .problem(429, "too_many_requests");
-    assert_eq!(count(&kinds(&s, &id), "otp.sent"), 10);
+    s.post_as(
+        &format!("/v1/exchange/{}/resend", flow.as_str().unwrap()),
+        &client,
+        &json!({}),
+    )
+    .problem(429, "too_many_requests");
+    assert_eq!(count(&kinds(s, &id), "otp.sent"), 10);
 
     // An hour after those flows ended the link sends again, and the ended flows are swept.
     s.advance(time::Duration::minutes(76));
-    let again = s.post_as("/v1/exchange", &client, &json!({"token": token, "factor": "1984-03-02"}));
+    let again = s.post_as(
+        "/v1/exchange",
+        &client,
+        &json!({"token": token, "factor": "1984-03-02"}),
+    );
     assert_eq!(again.status, 201, "{}", again.text);
     let sweep = || {
         let before = s.now() - linklease_lease::limits::SEND_WINDOW;
         s.store.write(|c| flows::sweep(c, before, 1000)).unwrap()
     };
-    assert_eq!(sweep(), 34, "every flow that ended over an hour ago, none with a lease");
+    assert_eq!(
+        sweep(),
+        34,
+        "every flow that ended over an hour ago, none with a lease"
+    );
     assert_eq!(sweep(), 0);
 }
 

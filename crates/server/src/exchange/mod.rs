@@ -12,29 +12,35 @@
 //! Per grant, across every flow and instance (the database decides, under the grant's row
 //! lock): at most `open_flows_per_grant` flows open at once, and at most
 //! `sends_per_grant_per_hour` codes in any hour; beyond either, `too_many_requests`.
+//!
+//! `step` carries a [`Step`](step) to the database and back; `codes` makes codes and hands them
+//! to the courier.
+
+mod codes;
+mod step;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use actix_web::web;
-use linklease_courier::OtpMessage;
-use linklease_grant::contact::mask;
 use linklease_grant::{
-    FactorKind, FlowId, Grant, GrantState, GrantStatus, IpBlock, LeaseId, LinkToken, OtpChannel,
-    Purpose, SecretHash, SecretString, TenantId, factor, micros,
+    FactorKind, FlowId, Grant, GrantStatus, IpBlock, LinkToken, OtpChannel, Purpose, SecretHash,
+    SecretString, TenantId, factor, micros,
 };
 use linklease_lease::token::{self, LeaseClaims, Scope};
-use linklease_lease::limits::SEND_WINDOW;
-use linklease_lease::{Effect, Event, Flow, FlowError, Holder, Transition, lease, otp};
-use linklease_store::audit::{self, Actor, AuditKind, NewEvent};
+use linklease_lease::{Event, Flow, FlowError, Holder, Transition, lease};
+use linklease_store::audit::{Actor, AuditKind};
 use linklease_store::flows::{self, StoredFlow};
-use linklease_store::grants::{self, Failure, GrantRecord};
-use linklease_store::leases::{self, LeaseRecord};
+use linklease_store::grants::{self, GrantRecord};
+use linklease_store::leases::LeaseRecord;
 use linklease_store::{DbConn, StoreError};
 use time::OffsetDateTime;
 
+use crate::AppState;
 use crate::error::{ApiError, Code};
-use crate::{AppState, run};
+
+use codes::NewCode;
+pub use codes::{Delivery, deliver};
+use step::{Base, Step, append};
 
 /// Who is acting, from where.
 #[derive(Clone, Debug)]
@@ -100,87 +106,6 @@ pub struct IssuedLease {
     pub token: SecretString,
     /// What it may do.
     pub scopes: Vec<Scope>,
-}
-
-/// A code recorded as sent and not yet handed to the courier.
-#[derive(Debug)]
-pub struct Delivery {
-    message: OtpMessage,
-    grant: Arc<Grant>,
-    flow: FlowId,
-    send: u32,
-    visitor: Visitor,
-}
-
-/// A new code, made before the step that records it.
-struct NewCode {
-    send: u32,
-    code: SecretString,
-    hash: SecretHash,
-}
-
-impl NewCode {
-    /// Code number [`Flow::next_send`] of `flow`.
-    fn for_flow(state: &AppState, flow: &Flow) -> Result<Self, ApiError> {
-        let send = flow.next_send();
-        let code = otp::generate(&state.rng).map_err(ApiError::internal)?;
-        let hash = otp::hash(&state.keys, flow.id.0, send, &code);
-        Ok(Self { send, code, hash })
-    }
-}
-
-/// Hands the code of `next` (if it still has one) to the courier and awaits it, holding no
-/// thread. A failed delivery is recorded (`otp.failed_to_send`) and answered `unavailable`
-/// with the wait before the next send; the send still counts, since it may have left.
-pub async fn deliver(state: &web::Data<AppState>, next: Next) -> Result<Next, ApiError> {
-    let Next::Otp {
-        sent_to,
-        pending: Some(delivery),
-    } = next
-    else {
-        return Ok(next);
-    };
-    let failed = match state.dispatcher.deliver(delivery.message.clone()).await {
-        Ok(()) => {
-            return Ok(Next::Otp {
-                sent_to,
-                pending: None,
-            });
-        }
-        Err(e) => e,
-    };
-    log::warn!(target: "linklease::courier", "flow {}: delivery of code {} failed: {failed}",
-        delivery.flow, delivery.send);
-    let class = failed.class();
-    run(state, move |state| {
-        let now = micros::truncate(state.clock.now());
-        let grant = &delivery.grant;
-        state
-            .store
-            .append_audit(&[NewEvent {
-                at: now,
-                tenant: Some(grant.tenant),
-                grant: Some(grant.id),
-                lease: None,
-                kind: AuditKind::OtpFailedToSend,
-                actor: delivery.visitor.actor(),
-                detail: serde_json::json!({
-                    "flow": delivery.flow,
-                    "send": delivery.send,
-                    "channel": grant.otp_channel.as_str(),
-                    "error": class,
-                }),
-            }])
-            .map_err(ApiError::from)
-    })
-    .await?;
-    let wait = state.limits.otp_resend_interval.whole_seconds().max(1);
-    let mut err = ApiError::new(
-        Code::Unavailable,
-        "the code could not be sent; ask for a new one in a moment",
-    );
-    err.retry_after = Some(u32::try_from(wait).unwrap_or(u32::MAX));
-    Err(err)
 }
 
 /// The keyed hash under which a browser flow's cookie secret is stored.
@@ -397,7 +322,15 @@ pub fn factor(
     let grant = grant_of(state, &stored)?;
     let now = micros::truncate(state.clock.now());
     let (transition, code) = factor_transition(state, &stored.flow, &grant, presented, now)?;
-    carry_out(state, &grant, stored.version, transition, code, visitor, now)
+    carry_out(
+        state,
+        &grant,
+        stored.version,
+        transition,
+        code,
+        visitor,
+        now,
+    )
 }
 
 /// The flow's step on the factor presented, with the first code for a grant that sends one.
@@ -455,7 +388,15 @@ pub fn check_otp(
         .flow
         .step(Event::Otp { matched }, now, &state.limits)
         .map_err(ApiError::flow)?;
-    match carry_out(state, &grant, stored.version, transition, None, visitor, now)? {
+    match carry_out(
+        state,
+        &grant,
+        stored.version,
+        transition,
+        None,
+        visitor,
+        now,
+    )? {
         Next::Lease(lease) => Ok(*lease),
         Next::Otp { .. } => Err(ApiError::internal("a code check asked for another code")),
     }
@@ -466,20 +407,15 @@ pub fn resend(state: &AppState, stored: StoredFlow, visitor: &Visitor) -> Result
     let now = micros::truncate(state.clock.now());
     let grant = grant_of(state, &stored)?;
     let code = NewCode::for_flow(state, &stored.flow)?;
-    let event = Event::Resend {
-        code: code.hash,
-    };
-    let transition = stored
-        .flow
-        .step(event, now, &state.limits)
-        .map_err(|e| {
-            let mut err = ApiError::flow(e);
-            if e == FlowError::SendsExhausted {
-                let left = (stored.flow.expires_at - now).whole_seconds().max(1);
-                err.retry_after = Some(u32::try_from(left).unwrap_or(u32::MAX));
-            }
-            err
-        })?;
+    let event = Event::Resend { code: code.hash };
+    let transition = stored.flow.step(event, now, &state.limits).map_err(|e| {
+        let mut err = ApiError::flow(e);
+        if e == FlowError::SendsExhausted {
+            let left = (stored.flow.expires_at - now).whole_seconds().max(1);
+            err.retry_after = Some(u32::try_from(left).unwrap_or(u32::MAX));
+        }
+        err
+    })?;
     carry_out(
         state,
         &grant,
@@ -516,262 +452,6 @@ fn carry_out(
     step.finish(state, grant, stored, visitor, now)
 }
 
-/// Where a step's flow and its grant's state stand when the step is stored.
-enum Base {
-    /// The flow is stored at this version; the grant's state is yet to be locked.
-    Stored(i32),
-    /// The flow was just stored with the step applied, and this is the grant's state, read
-    /// under its row lock in the same transaction.
-    Opened(GrantState),
-}
-
-/// A flow's transition on its way to the database.
-struct Step {
-    flow: Flow,
-    effects: Vec<Effect>,
-    refusal: Option<FlowError>,
-    /// The id of the lease it issues, if it does.
-    lease_id: Option<LeaseId>,
-    /// The code it sends, if it does.
-    code: Option<NewCode>,
-}
-
-/// What storing a [`Step`] left to do after the commit.
-struct StoredStep {
-    grant_state: linklease_grant::GrantState,
-    lease: Option<LeaseRecord>,
-}
-
-impl Step {
-    fn new(
-        state: &AppState,
-        transition: Transition,
-        code: Option<NewCode>,
-        now: OffsetDateTime,
-    ) -> Result<Self, ApiError> {
-        let Transition {
-            flow,
-            effects,
-            refusal,
-        } = transition;
-        let lease_id = if effects.contains(&Effect::IssueLease) {
-            Some(LeaseId::new(now, &state.rng).map_err(ApiError::internal)?)
-        } else {
-            None
-        };
-        // A code is kept only if the transition sends it.
-        let sends = effects
-            .iter()
-            .any(|e| matches!(e, Effect::SendOtp { .. }));
-        Ok(Self {
-            flow,
-            effects,
-            refusal,
-            lease_id,
-            code: code.filter(|_| sends),
-        })
-    }
-
-    /// In the caller's transaction, under the grant's row lock: whether the code this step
-    /// sends keeps the grant within `sends_per_grant_per_hour`, counting every flow that could
-    /// have sent one in the last hour. `Ok(Err(_))` refuses the step.
-    fn sends_allowed(
-        &self,
-        c: &mut DbConn,
-        state: &AppState,
-        grant: linklease_grant::GrantId,
-        now: OffsetDateTime,
-    ) -> Result<Result<(), ApiError>, StoreError> {
-        if self.code.is_none() {
-            return Ok(Ok(()));
-        }
-        let (others, first_ends) =
-            flows::sends_of_grant_since(c, grant, now - SEND_WINDOW, self.flow.id)?;
-        if others.saturating_add(self.flow.sends) <= state.limits.sends_per_grant_per_hour {
-            return Ok(Ok(()));
-        }
-        let wait = first_ends.map_or(1, |at| (at + SEND_WINDOW - now).whole_seconds() + 1);
-        let mut refused = ApiError::too_many(u32::try_from(wait).unwrap_or(u32::MAX));
-        refused.detail = "too many codes were sent for this link; try again later".into();
-        Ok(Err(refused))
-    }
-
-    /// In the caller's transaction: the flow's compare-and-set from `base` and the effects.
-    fn store(
-        &self,
-        c: &mut DbConn,
-        state: &AppState,
-        grant: &Grant,
-        base: Base,
-        visitor: &Visitor,
-        now: OffsetDateTime,
-    ) -> Result<Result<StoredStep, ApiError>, StoreError> {
-        let Self {
-            flow,
-            effects,
-            lease_id,
-            ..
-        } = self;
-        let lease_id = *lease_id;
-        // Decide on the grant's state as of now, under its row lock: concurrent guesses queue
-        // here, and once one of them locks the grant every later one is refused, right or
-        // wrong, before anything is applied.
-        let mut grant_state = match base {
-            Base::Stored(_) => grants::lock_state(c, grant.id)?,
-            Base::Opened(ref locked) => locked.clone(),
-        };
-        match grant_state.status(grant.expires_at, grant.max_uses, now) {
-            GrantStatus::Active => {}
-            status => return Err(StoreError::GrantNotActive(status)),
-        }
-        if let Base::Stored(version) = base {
-            if let Err(refused) = self.sends_allowed(c, state, grant.id, now)? {
-                return Ok(Err(refused));
-            }
-            flows::save(c, flow, version)?;
-        }
-        let mut lease = None;
-        for effect in effects {
-            let (kind, detail) = match *effect {
-                Effect::FactorPassed => (AuditKind::FactorPassed, serde_json::json!({})),
-                Effect::FactorFailed => {
-                    grant_state =
-                        grants::count_failure(c, grant, Failure::Factor, &state.limits, now)?;
-                    (
-                        AuditKind::FactorFailed,
-                        serde_json::json!({
-                            "factor_failures": grant_state.factor_failures,
-                        }),
-                    )
-                }
-                Effect::SendOtp { send } => (
-                    AuditKind::OtpSent,
-                    serde_json::json!({
-                        "send": send,
-                        "channel": grant.otp_channel.as_str(),
-                    }),
-                ),
-                Effect::OtpPassed => (AuditKind::OtpPassed, serde_json::json!({})),
-                Effect::OtpFailed => {
-                    grant_state =
-                        grants::count_failure(c, grant, Failure::Otp, &state.limits, now)?;
-                    (
-                        AuditKind::OtpFailed,
-                        serde_json::json!({
-                            "otp_failures": grant_state.otp_failures,
-                        }),
-                    )
-                }
-                Effect::IssueLease => {
-                    let Some(id) = lease_id else { continue };
-                    let issued = LeaseRecord {
-                        id,
-                        tenant: grant.tenant,
-                        grant: grant.id,
-                        flow: flow.id,
-                        client: match visitor.holder {
-                            Holder::Browser => None,
-                            Holder::Partner(client) => Some(client),
-                        },
-                        issued_at: now,
-                        expires_at: lease::first_expiry(
-                            now,
-                            grant.lease_ttl_seconds,
-                            &state.limits,
-                        ),
-                        ended_at: None,
-                        end_reason: None,
-                        ip: visitor.ip.map(|ip| ip.to_string()),
-                        user_agent: visitor.user_agent.clone(),
-                    };
-                    leases::insert(c, &issued)?;
-                    let detail = serde_json::json!({
-                        "flow": flow.id,
-                        "expires_at": crate::rfc3339(issued.expires_at),
-                    });
-                    lease = Some(issued);
-                    (AuditKind::LeaseIssued, detail)
-                }
-            };
-            let lease_ref = if kind == AuditKind::LeaseIssued {
-                lease_id
-            } else {
-                None
-            };
-            append(
-                c,
-                grant,
-                lease_ref,
-                kind,
-                visitor,
-                with_flow(detail, flow.id),
-                now,
-            )?;
-        }
-        Ok(Ok(StoredStep { grant_state, lease }))
-    }
-
-    /// After the commit: the refusal, the signed lease, or the code's delivery.
-    fn finish(
-        self,
-        state: &AppState,
-        grant: &Arc<Grant>,
-        stored: StoredStep,
-        visitor: &Visitor,
-        now: OffsetDateTime,
-    ) -> Result<Next, ApiError> {
-        let StoredStep { grant_state, lease } = stored;
-
-        if let Some(refusal) = self.refusal {
-            let mut err = ApiError::flow(refusal);
-            if grant_state.locked_at.is_some() {
-                return Err(ApiError::grant_inactive(GrantStatus::Locked));
-            }
-            if refusal == FlowError::FactorMismatch {
-                err.attempts_left =
-                    Some(state.limits.factor_attempts_left(
-                        grant_state.factor_failures,
-                        grant_state.otp_failures,
-                    ));
-            }
-            return Err(err);
-        }
-        if let Some(lease) = lease {
-            // The issue facts never change: the lease's first request needs no query for them.
-            state.leases.insert(lease.id, Arc::new(lease.clone()));
-            return sign(state, lease, &grant.permissions).map(|l| Next::Lease(Box::new(l)));
-        }
-        let Some(code) = self.code else {
-            return Err(ApiError::internal("a step that neither refused, leased nor sent"));
-        };
-        let to = grant
-            .otp_to
-            .clone()
-            .ok_or_else(|| ApiError::internal("grant with an OTP channel but no destination"))?;
-        let minutes = u32::try_from(state.limits.otp_ttl.whole_minutes()).unwrap_or(10);
-        let message = OtpMessage::new(now, grant.otp_channel, to, grant.id, code.code, minutes);
-        Ok(Next::Otp {
-            sent_to: sent_to(grant),
-            pending: Some(Box::new(Delivery {
-                message,
-                grant: grant.clone(),
-                flow: self.flow.id,
-                send: code.send,
-                visitor: visitor.clone(),
-            })),
-        })
-    }
-}
-
-/// Where the grant's codes go, masked.
-fn sent_to(grant: &linklease_grant::Grant) -> String {
-    grant
-        .otp_to
-        .as_deref()
-        .map(|to| mask(grant.otp_channel, to))
-        .unwrap_or_default()
-}
-
 /// Signs the token of a stored lease.
 pub fn sign(
     state: &AppState,
@@ -793,36 +473,6 @@ pub fn sign(
         token,
         scopes,
     })
-}
-
-fn with_flow(mut detail: serde_json::Value, flow: FlowId) -> serde_json::Value {
-    if let Some(map) = detail.as_object_mut() {
-        map.entry("flow").or_insert_with(|| serde_json::json!(flow));
-    }
-    detail
-}
-
-fn append(
-    c: &mut DbConn,
-    grant: &Grant,
-    lease: Option<LeaseId>,
-    kind: AuditKind,
-    visitor: &Visitor,
-    detail: serde_json::Value,
-    now: OffsetDateTime,
-) -> Result<(), StoreError> {
-    audit::append(
-        c,
-        &NewEvent {
-            at: now,
-            tenant: Some(grant.tenant),
-            grant: Some(grant.id),
-            lease,
-            kind,
-            actor: visitor.actor(),
-            detail,
-        },
-    )
 }
 
 /// What the factor is called, for messages.
