@@ -163,12 +163,11 @@ impl Opening {
     }
 
     /// In the caller's transaction: finds the link's grant, locking its state (see
-    /// `grants::by_token`), and checks that it may be opened: active, from an allowed address,
-    /// and with fewer than `open_flows_per_grant` flows open. `Ok(Err(_))` refuses the visit.
+    /// `grants::by_token`), and checks that it may be opened: active and from an allowed
+    /// address. `Ok(Err(_))` refuses the visit.
     fn find(
         &self,
         c: &mut DbConn,
-        state: &AppState,
         visitor: &Visitor,
     ) -> Result<Result<GrantRecord, ApiError>, StoreError> {
         // Locked so that concurrent visits, on any instance, count each other's flows.
@@ -185,14 +184,49 @@ impl Opening {
         if !ip_allowed(&record.grant.allowed_ip_blocks, visitor.ip) {
             return Ok(Err(forbidden_ip()));
         }
-        let (open, first_ends) = flows::open_of_grant(c, record.grant.id, self.now)?;
-        if open >= state.limits.open_flows_per_grant {
-            let wait = first_ends.map_or(1, |at| (at - self.now).whole_seconds() + 1);
-            let mut refused = ApiError::too_many(u32::try_from(wait).unwrap_or(u32::MAX));
-            refused.detail = "too many sessions are open for this link; try again later".into();
-            return Ok(Err(refused));
-        }
         Ok(Ok(record))
+    }
+
+    /// Under the grant's row lock taken by [`Opening::find`]: whether the grant has room for
+    /// one more open flow (fewer than `open_flows_per_grant`). `Ok(Err(_))` refuses the visit.
+    fn room(
+        &self,
+        c: &mut DbConn,
+        state: &AppState,
+        record: &GrantRecord,
+    ) -> Result<Result<(), ApiError>, StoreError> {
+        let (open, first_ends) = flows::open_of_grant(c, record.grant.id, self.now)?;
+        if open < state.limits.open_flows_per_grant {
+            return Ok(Ok(()));
+        }
+        let wait = first_ends.map_or(1, |at| (at - self.now).whole_seconds() + 1);
+        let mut refused = ApiError::too_many(u32::try_from(wait).unwrap_or(u32::MAX));
+        refused.detail = "too many sessions are open for this link; try again later".into();
+        Ok(Err(refused))
+    }
+
+    /// The flow the browser already holds for this grant (by its cookie's keyed hash), if it is
+    /// still open: opening the link again (a second tab, the back button, a second click in
+    /// the mail) goes on with it instead of starting another.
+    fn held(
+        &self,
+        c: &mut DbConn,
+        held: Option<&SecretHash>,
+        record: &GrantRecord,
+    ) -> Result<Option<Flow>, StoreError> {
+        let Some(hash) = held else { return Ok(None) };
+        let stored = match flows::by_cookie(c, hash) {
+            Err(StoreError::NotFound) => return Ok(None),
+            other => other?,
+        };
+        let flow = stored.flow;
+        let open = matches!(
+            flow.step,
+            linklease_lease::Step::Visited
+                | linklease_lease::Step::FactorPassed
+                | linklease_lease::Step::OtpSent
+        );
+        Ok((flow.grant == record.grant.id && open && self.now < flow.expires_at).then_some(flow))
     }
 
     /// The flow this visit opens.
@@ -236,17 +270,34 @@ fn link_invalid() -> ApiError {
 }
 
 /// Opens a flow from a link token and records `link.visited`. Never sends a code, never
-/// issues a lease, never consumes a use: opening a link twice is harmless.
-pub fn open(state: &AppState, token: &str, visitor: &Visitor) -> Result<Opened, ApiError> {
+/// issues a lease, never consumes a use: opening a link twice is harmless. A browser that
+/// already holds an open flow of this grant (`held`, its flow cookie's secret) goes on with
+/// that flow, and gets no new cookie ([`Opened::cookie_secret`] is `None`).
+pub fn open(
+    state: &AppState,
+    token: &str,
+    visitor: &Visitor,
+    held: Option<&str>,
+) -> Result<Opened, ApiError> {
     let opening = Opening::new(state, token, visitor)?;
-    let (flow, grant) = state.store.write(|c| {
-        let record = match opening.find(c, state, visitor)? {
+    let held = held.map(|secret| cookie_hash(state, secret));
+    let (flow, grant, fresh) = state.store.write(|c| {
+        let record = match opening.find(c, visitor)? {
             Ok(record) => record,
             Err(refused) => return Ok(Err(refused)),
         };
+        if let Some(flow) = opening.held(c, held.as_ref(), &record)? {
+            let detail = serde_json::json!({"flow": flow.id, "again": true});
+            let kind = AuditKind::LinkVisited;
+            append(c, &record.grant, None, kind, visitor, detail, opening.now)?;
+            return Ok(Ok((flow, record, false)));
+        }
+        if let Err(refused) = opening.room(c, state, &record)? {
+            return Ok(Err(refused));
+        }
         let flow = opening.flow(state, &record, visitor);
         opening.record(c, &record, &flow, 0, visitor)?;
-        Ok(Ok((flow, record)))
+        Ok(Ok((flow, record, true)))
     })??;
     state
         .grants
@@ -254,7 +305,7 @@ pub fn open(state: &AppState, token: &str, visitor: &Visitor) -> Result<Opened, 
     Ok(Opened {
         flow,
         grant,
-        cookie_secret: opening.cookie_secret,
+        cookie_secret: opening.cookie_secret.filter(|_| fresh),
     })
 }
 
@@ -271,10 +322,13 @@ pub fn open_with_factor(
     let now = opening.now;
     let (record, step, stored) = state.store.write(|c| {
         // The grant's state is locked as it is read: the step below decides on it.
-        let record = match opening.find(c, state, visitor)? {
+        let record = match opening.find(c, visitor)? {
             Ok(record) => record,
             Err(refused) => return Ok(Err(refused)),
         };
+        if let Err(refused) = opening.room(c, state, &record)? {
+            return Ok(Err(refused));
+        }
         let flow = opening.flow(state, &record, visitor);
         let step = match factor_transition(state, &flow, &record.grant, presented, now)
             .and_then(|(transition, code)| Step::new(state, transition, code, now))

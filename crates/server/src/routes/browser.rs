@@ -228,7 +228,13 @@ pub async fn visit(
         return error_page(&e);
     }
     let token = path.into_inner();
-    let opened = run(&state, move |state| exchange::open(state, &token, &visitor)).await;
+    // A browser that holds an open flow of this link goes on with it (a second tab, a second
+    // click in the mail, the back button).
+    let held = request_cookie(&req, FLOW_COOKIE);
+    let opened = run(&state, move |state| {
+        exchange::open(state, &token, &visitor, held.as_deref())
+    })
+    .await;
     match opened {
         Ok(opened) => {
             let mut response = see_other("/flow");

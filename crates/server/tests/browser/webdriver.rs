@@ -122,6 +122,22 @@ impl Browser {
         self.wait_for_new_page();
     }
 
+    /// Opens a new tab and returns its handle (the current tab stays current).
+    pub fn new_tab(&self) -> String {
+        let tab = self.cmd("/window/new", json!({"type": "tab"}));
+        tab["handle"].as_str().unwrap().to_owned()
+    }
+
+    /// The current tab's handle.
+    pub fn tab(&self) -> String {
+        self.get("/window").as_str().unwrap().to_owned()
+    }
+
+    /// Makes the tab `handle` current.
+    pub fn switch_to(&self, handle: &str) {
+        self.cmd("/window", json!({ "handle": handle }));
+    }
+
     /// The address bar.
     pub fn current_url(&self) -> String {
         self.get("/url").as_str().unwrap_or_default().to_owned()

@@ -6,7 +6,9 @@ mod harness;
 
 mod attacks;
 mod audit;
+mod bounds;
 mod browser;
+mod client_errors;
 mod commitments;
 mod exchange;
 mod grants;
@@ -16,3 +18,4 @@ mod partner;
 mod protocol_doc;
 mod secrets;
 mod sends;
+mod visits;
