@@ -43,6 +43,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the broker (migrates first).
+    ///
+    /// Logging goes to stderr. Its filter is LINKLEASE_LOG, or else RUST_LOG, or else info
+    /// (env_logger syntax: `debug`, `warn,linklease::access=info`, …); LINKLEASE_LOG wins
+    /// when both are set.
     Serve(ServeArgs),
     /// Run the broker with a demo tenant, API key and grant, printing the link to open.
     Demo(ServeArgs),
@@ -180,6 +184,14 @@ pub struct ServeArgs {
     /// HMAC-SHA256 key signing webhook courier requests (X-Linklease-Signature).
     #[arg(long, env = "LINKLEASE_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// Accept a courier that sends codes in clear (webhook:http://…, smtp:smtp://… without
+    /// ?tls=required), loopback included; a warning is logged at start-up.
+    #[arg(long, env = "LINKLEASE_COURIER_ALLOW_INSECURE")]
+    pub courier_allow_insecure: bool,
+    /// Start even if group or others may read the SQLite database file or its -wal/-shm
+    /// (they hold payloads; by default serve refuses and says to chmod 600 them).
+    #[arg(long, env = "LINKLEASE_ALLOW_SHARED_FILES")]
+    pub allow_shared_files: bool,
     /// Sender of e-mailed codes.
     #[arg(
         long,
@@ -187,9 +199,14 @@ pub struct ServeArgs {
         default_value = "linklease <linklease@localhost>"
     )]
     pub smtp_from: String,
-    /// Requests per minute per client address on /l/, /flow and /v1/exchange.
+    /// Requests per minute per client address on /l/ and /flow, and failed partner
+    /// authentications per minute per address on /v1/exchange.
     #[arg(long, env = "LINKLEASE_RATE_LIMIT", default_value_t = 60)]
     pub rate_limit: u32,
+    /// Requests per minute per partner client on /v1/exchange (all of a partner's users share
+    /// its server's address, so partners have a budget of their own).
+    #[arg(long, env = "LINKLEASE_PARTNER_RATE_LIMIT", default_value_t = 600)]
+    pub partner_rate_limit: u32,
     /// Limits of spec §6: each may be made stricter, never looser.
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -222,6 +239,12 @@ pub struct LimitArgs {
     /// Minutes a lease lives at most after issue, refreshes included: 1-60.
     #[arg(long, env = "LINKLEASE_LEASE_MAX_MINUTES", default_value_t = 60)]
     pub lease_max_minutes: i64,
+    /// Flows of one grant open at once, on all instances together: 1-20.
+    #[arg(long, env = "LINKLEASE_OPEN_FLOWS_PER_GRANT", default_value_t = 20)]
+    pub open_flows_per_grant: u32,
+    /// Codes sent for one grant in any hour, all its flows together: otp-sends to 10.
+    #[arg(long, env = "LINKLEASE_SENDS_PER_GRANT_PER_HOUR", default_value_t = 10)]
+    pub sends_per_grant_per_hour: u32,
 }
 
 impl LimitArgs {
@@ -237,6 +260,8 @@ impl LimitArgs {
             factor_failures_to_lock: self.factor_failures_to_lock,
             all_failures_to_lock: self.failures_to_lock,
             lease_absolute: Duration::minutes(self.lease_max_minutes),
+            open_flows_per_grant: self.open_flows_per_grant,
+            sends_per_grant_per_hour: self.sends_per_grant_per_hour,
         };
         limits.check().map(|()| limits)
     }

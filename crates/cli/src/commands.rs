@@ -403,11 +403,18 @@ fn serve(
         &linklease_courier::CourierOptions {
             smtp_from: args.smtp_from.clone(),
             webhook_secret: args.webhook_secret.clone().map(SecretString::new),
+            allow_insecure: args.courier_allow_insecure,
             ..Default::default()
         },
     )
     .map_err(|e| fail(format!("--courier: {e}")))?;
+    if args.courier_allow_insecure {
+        log::warn!(
+            "--courier-allow-insecure: a webhook:http:// or smtp:// courier without TLS sends one-time codes in clear"
+        );
+    }
     let keys = DataDir::open(data_dir)?.secret_keys(&SystemRandom::new())?;
+    crate::files::check_private(database_url, args.allow_shared_files)?;
     let store = Store::open_migrated(database_url, pool)?;
     // SQLite: this server owns the file while it runs (and keeps an exact copy of the lease
     // facts); operators' commands reach it through the lock's socket.
@@ -439,6 +446,7 @@ fn serve(
         let state = AppState::new(store, keys, config, Clock::system())
             .with_courier(courier)
             .with_rate_limit(args.rate_limit)
+            .with_partner_rate_limit(args.partner_rate_limit)
             .with_limits(limits);
         let running = linklease_server::start_on(state, listener, workers)?;
         println!(

@@ -4,6 +4,7 @@
 mod audit;
 mod cli;
 mod commands;
+mod files;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -16,7 +17,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::new().filter_or("LINKLEASE_LOG", "info"))
+    // LINKLEASE_LOG, else the RUST_LOG every Rust user tries first, else info.
+    let fallback = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("LINKLEASE_LOG", fallback))
         .format_timestamp_millis()
         .init();
     match commands::run(cli) {

@@ -40,7 +40,12 @@ pub fn lease(token: &str, max_age: Duration) -> Cookie<'static> {
 /// The flow cookie: HttpOnly, Secure, SameSite=Lax (sent on a top-level navigation from
 /// another site, such as a link clicked in webmail), Path=/, for the flow's life.
 pub fn flow(secret: &str, max_age: Duration) -> Cookie<'static> {
-    host_cookie(FLOW_COOKIE, secret.to_owned(), max_age, same_site_of(FLOW_COOKIE))
+    host_cookie(
+        FLOW_COOKIE,
+        secret.to_owned(),
+        max_age,
+        same_site_of(FLOW_COOKIE),
+    )
 }
 
 /// A cookie that makes the browser forget `name`.
@@ -75,7 +80,13 @@ mod tests {
         }
         assert!(!header.contains("Domain"));
         let flow = flow("sec", Duration::seconds(900)).to_string();
-        for part in ["__Host-ll_flow=sec", "HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        for part in [
+            "__Host-ll_flow=sec",
+            "HttpOnly",
+            "Secure",
+            "SameSite=Lax",
+            "Path=/",
+        ] {
             assert!(flow.contains(part), "{flow} lacks {part}");
         }
         let gone = removal(FLOW_COOKIE).to_string();

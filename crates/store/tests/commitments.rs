@@ -85,7 +85,11 @@ fn salted_commitments_are_stored_and_old_rows_keep_their_hashes(db: &TestDb) {
     let events = details(db, &salted);
     assert_eq!(events[0].0, "grant.created");
     assert_eq!(events[0].1["payload_commitment"], hex::encode(&c.payload));
-    assert!(events[0].1.get("payload_sha256").is_none(), "{}", events[0].1);
+    assert!(
+        events[0].1.get("payload_sha256").is_none(),
+        "{}",
+        events[0].1
+    );
     assert!(!events[0].1.to_string().contains(&plain));
     assert!(!events[0].1.to_string().contains(&hex::encode(&c.salt)));
 
@@ -107,7 +111,14 @@ fn salted_commitments_are_stored_and_old_rows_keep_their_hashes(db: &TestDb) {
     for new in [&salted, &legacy] {
         db.store
             .write(|c| {
-                grants::revoke(c, issuer.tenant, new.grant.id, "done", &Actor::system(), NOW)
+                grants::revoke(
+                    c,
+                    issuer.tenant,
+                    new.grant.id,
+                    "done",
+                    &Actor::system(),
+                    NOW,
+                )
             })
             .unwrap();
     }
@@ -121,7 +132,10 @@ fn salted_commitments_are_stored_and_old_rows_keep_their_hashes(db: &TestDb) {
             .unwrap()
             .1
     };
-    assert_eq!(purged(&salted)["payload_commitment"], hex::encode(&c.payload));
+    assert_eq!(
+        purged(&salted)["payload_commitment"],
+        hex::encode(&c.payload)
+    );
     assert!(purged(&salted).get("payload_sha256").is_none());
     assert_eq!(
         purged(&legacy)["payload_sha256"],

@@ -36,15 +36,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .limit(128 * 1024)
             .error_handler(form_error),
     )
-        .service(resource(pages::STYLESHEET_PATH).route(web::get().to(stylesheet)))
-        .service(resource("/l/{token}").route(web::get().to(visit)))
-        .service(resource("/flow").route(web::get().to(flow_page)))
-        .service(resource("/flow/factor").route(web::post().to(factor)))
-        .service(resource("/flow/otp").route(web::post().to(otp)))
-        .service(resource("/flow/resend").route(web::post().to(resend)))
-        .service(resource("/view").route(web::get().to(view)))
-        .service(resource("/view/submit").route(web::post().to(submit)))
-        .service(resource("/logout").route(web::post().to(logout)));
+    .service(resource(pages::STYLESHEET_PATH).route(web::get().to(stylesheet)))
+    .service(resource("/l/{token}").route(web::get().to(visit)))
+    .service(resource("/flow").route(web::get().to(flow_page)))
+    .service(resource("/flow/factor").route(web::post().to(factor)))
+    .service(resource("/flow/otp").route(web::post().to(otp)))
+    .service(resource("/flow/resend").route(web::post().to(resend)))
+    .service(resource("/view").route(web::get().to(view)))
+    .service(resource("/view/submit").route(web::post().to(submit)))
+    .service(resource("/logout").route(web::post().to(logout)));
 }
 
 /// A form the handler never sees (wrong content type 415, too large 413, malformed 400): the

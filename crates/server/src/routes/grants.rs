@@ -47,6 +47,12 @@ pub struct CreatedGrant {
     pub expires_at: String,
     /// Always `active`.
     pub status: GrantStatus,
+    /// Hex of the grant's 32-byte commitment salt: the HMAC-SHA256 key of `payload_commitment`
+    /// and of each submission's `body_commitment` (docs/AUDIT.md). Give it to an auditor to let
+    /// them check those; the audit log never holds it.
+    pub commitment_salt: String,
+    /// Hex `HMAC-SHA256(commitment_salt, stored payload bytes)`, as the audit log shows it.
+    pub payload_commitment: String,
 }
 
 /// A grant's state as its originator sees it: never the token or the factor value.
@@ -70,6 +76,11 @@ pub struct GrantView {
     pub lease_ttl_seconds: u32,
     /// Hex SHA-256 of the stored payload.
     pub payload_sha256: String,
+    /// Hex `HMAC-SHA256(commitment_salt, stored payload bytes)`, as the audit log shows it
+    /// (null for a grant made before salts: its events show `payload_sha256`).
+    pub payload_commitment: Option<String>,
+    /// Hex of the grant's commitment salt (null for a grant made before salts).
+    pub commitment_salt: Option<String>,
     /// What a lease may do.
     pub permissions: Permissions,
     /// The factor's kind (never its value).
@@ -125,6 +136,10 @@ impl GrantView {
             uses: record.state.uses,
             lease_ttl_seconds: g.lease_ttl_seconds,
             payload_sha256: linklease_grant::hex::encode(&g.payload_sha256),
+            payload_commitment: g
+                .commitments
+                .map(|c| linklease_grant::hex::encode(&c.payload)),
+            commitment_salt: g.commitments.map(|c| linklease_grant::hex::encode(&c.salt)),
             permissions: g.permissions.clone(),
             factor: FactorView {
                 kind: g.factor_kind,
@@ -186,12 +201,24 @@ pub struct RevokeRequest {
 }
 
 fn created(state: &AppState, issued: &Issued) -> CreatedGrant {
+    // A grant is always made with a salt; only grants stored before salts lack one.
+    let (commitment_salt, payload_commitment) = issued
+        .grant
+        .grant
+        .commitments
+        .map(|c| {
+            use linklease_grant::hex::encode;
+            (encode(&c.salt), encode(&c.payload))
+        })
+        .unwrap_or_default();
     CreatedGrant {
         id: issued.grant.grant.id,
         link: format!("{}/l/{}", state.config.public_url, issued.token.expose()),
         token: issued.token.expose().to_owned(),
         expires_at: rfc3339(issued.grant.grant.expires_at),
         status: GrantStatus::Active,
+        commitment_salt,
+        payload_commitment,
     }
 }
 
@@ -225,11 +252,17 @@ fn insert_error(e: StoreError) -> ApiError {
 }
 
 /// Create a grant.
-#[utoipa::path(post, path = "/v1/grants", tag = "grants", request_body = GrantRequest,
+#[utoipa::path(post, path = "/v1/grants", tag = "grants", operation_id = "create_grant", request_body = GrantRequest,
     security(("api_key" = ["grants:write"])),
-    responses((status = 201, body = CreatedGrant), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem, description = "supersedes names no grant"),
-        (status = 410, body = Problem, description = "supersedes names an inactive grant"), (status = 413, body = Problem)))]
+    responses((status = 201, description = "The grant, with its link and token (shown only now)", body = CreatedGrant),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, description = "`not_found`: `supersedes` names no grant of this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "`supersedes` names a grant that is no longer active", body = Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = "4XX", response = crate::openapi::OtherProblem)))]
 pub async fn create(
     state: web::Data<AppState>,
     who: Originator,
@@ -259,10 +292,17 @@ pub async fn create(
 }
 
 /// Create up to 1000 grants in one transaction: all or none.
-#[utoipa::path(post, path = "/v1/grants/batch", tag = "grants", request_body = BatchRequest,
+#[utoipa::path(post, path = "/v1/grants/batch", tag = "grants", operation_id = "create_grants", request_body = BatchRequest,
     security(("api_key" = ["grants:write"])),
-    responses((status = 201, body = BatchCreated), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 410, body = Problem), (status = 413, body = Problem)))]
+    responses((status = 201, description = "Every grant, in the order asked, each with its link and token", body = BatchCreated),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, description = "`not_found`: a `supersedes` names no grant of this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "a `supersedes` names a grant that is no longer active", body = Problem, content_type = "application/problem+json"),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = "4XX", response = crate::openapi::OtherProblem)))]
 pub async fn batch(
     state: web::Data<AppState>,
     who: Originator,
@@ -332,9 +372,15 @@ fn grant_id(raw: &str) -> Result<GrantId, ApiError> {
 }
 
 /// Read one grant's state.
-#[utoipa::path(get, path = "/v1/grants/{id}", tag = "grants", params(("id" = String, Path, description = "Grant id")),
+#[utoipa::path(get, path = "/v1/grants/{id}", tag = "grants", operation_id = "get_grant",
+    params(("id" = GrantId, Path, description = "The grant's id")),
     security(("api_key" = ["grants:read"])),
-    responses((status = 200, body = GrantView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, description = "The grant and its status now", body = GrantView),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = "4XX", response = crate::openapi::OtherProblem)))]
 pub async fn get(
     state: web::Data<AppState>,
     who: Originator,
@@ -363,7 +409,21 @@ fn list_filter(query: &str) -> Result<ListFilter, ApiError> {
         limit: DEFAULT_PAGE,
         ..Default::default()
     };
+    let mut seen: Vec<String> = Vec::new();
     for (name, value) in pairs {
+        // Each plain parameter once, each label once, and at most MAX_LABEL_FILTERS labels: a
+        // client must not be able to make the query arbitrarily large.
+        if seen.contains(&name) {
+            let shown: String = name.chars().take(64).collect();
+            return Err(bad(format!("query parameter {shown:?} given twice")));
+        }
+        if name.starts_with("label.") && filter.labels.len() == limits::MAX_LABEL_FILTERS {
+            return Err(bad(format!(
+                "at most {} label filters",
+                limits::MAX_LABEL_FILTERS
+            )));
+        }
+        seen.push(name.clone());
         match name.as_str() {
             "status" => {
                 filter.status = Some(GrantStatus::parse(&value).ok_or_else(|| {
@@ -394,13 +454,18 @@ fn list_filter(query: &str) -> Result<ListFilter, ApiError> {
 }
 
 /// List the tenant's grants, newest first, filtered by status and labels.
-#[utoipa::path(get, path = "/v1/grants", tag = "grants",
+#[utoipa::path(get, path = "/v1/grants", tag = "grants", operation_id = "list_grants",
     params(("status" = Option<String>, Query, description = "active, used, expired, revoked or locked"),
         ("label.K" = Option<String>, Query, description = "only grants whose label K equals the value; repeatable with other keys"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
         ("limit" = Option<u32>, Query, description = "1-200, default 50")),
     security(("api_key" = ["grants:read"])),
-    responses((status = 200, body = GrantList), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, description = "A page of the tenant's grants, newest first", body = GrantList),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = "4XX", response = crate::openapi::OtherProblem)))]
 pub async fn list(
     state: web::Data<AppState>,
     who: Originator,
@@ -424,10 +489,17 @@ pub async fn list(
 }
 
 /// Revoke a grant: its leases stop working at once. Revoking twice keeps the first reason.
-#[utoipa::path(post, path = "/v1/grants/{id}/revoke", tag = "grants", params(("id" = String, Path, description = "Grant id")),
+#[utoipa::path(post, path = "/v1/grants/{id}/revoke", tag = "grants", operation_id = "revoke_grant",
+    params(("id" = GrantId, Path, description = "The grant's id")),
     request_body = RevokeRequest, security(("api_key" = ["grants:write"])),
-    responses((status = 200, body = GrantView), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, description = "The grant, revoked", body = GrantView),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = "4XX", response = crate::openapi::OtherProblem)))]
 pub async fn revoke(
     state: web::Data<AppState>,
     who: Originator,
@@ -486,6 +558,10 @@ mod tests {
             "cursor=bm9wZQ",
             "max_use=1",
             "label.=x",
+            "status=active&status=used",
+            "limit=1&limit=2",
+            "cursor=x&cursor=y",
+            "label.a=1&label.a=2",
         ] {
             assert_eq!(
                 list_filter(bad).unwrap_err().code,
@@ -493,6 +569,17 @@ mod tests {
                 "{bad}"
             );
         }
+        let labels = |n: usize| {
+            (0..n)
+                .map(|i| format!("label.k{i}=v"))
+                .collect::<Vec<_>>()
+                .join("&")
+        };
+        assert_eq!(list_filter(&labels(16)).unwrap().labels.len(), 16);
+        assert_eq!(
+            list_filter(&labels(17)).unwrap_err().detail,
+            "at most 16 label filters"
+        );
         let id: GrantId = "0193a0b2-0000-7000-8000-000000000000".parse().unwrap();
         assert_eq!(
             list_filter(&format!("cursor={}", encode_cursor(id)))

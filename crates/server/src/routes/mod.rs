@@ -16,6 +16,7 @@ use crate::error::{ApiError, Code};
 
 /// Every route of the application.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    extractor_errors(cfg);
     grants::configure(cfg);
     submissions::configure(cfg);
     exchange::configure(cfg);
@@ -23,6 +24,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     browser::configure(cfg);
     ops::configure(cfg);
     audit::configure(cfg);
+}
+
+/// actix's own extractors answer in plain text when they fail; make it problem+json. (The
+/// routes read bodies with `JsonBody` and queries by hand, so these are a safety net; browser
+/// forms get their HTML page from `browser::configure`.)
+fn extractor_errors(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PathConfig::default().error_handler(|_, _| ApiError::not_found().into()))
+        .app_data(web::QueryConfig::default().error_handler(|_, _| {
+            ApiError::new(Code::InvalidRequest, "the query string is malformed").into()
+        }))
+        .app_data(web::JsonConfig::default().error_handler(|e, _| {
+            use actix_web::error::JsonPayloadError as J;
+            match e {
+                J::OverflowKnownLength { .. } | J::Overflow { .. } => {
+                    ApiError::new(Code::PayloadTooLarge, "the request body is too large")
+                }
+                J::ContentType => ApiError::new(
+                    Code::InvalidRequest,
+                    "Content-Type must be application/json",
+                ),
+                _ => ApiError::new(Code::InvalidRequest, "the body is not valid JSON"),
+            }
+            .into()
+        }));
 }
 
 /// The answer for a path that exists with another method.

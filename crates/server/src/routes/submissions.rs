@@ -12,7 +12,7 @@ use linklease_store::grants;
 use linklease_store::submissions::{self, SubmissionRecord};
 
 use crate::auth::Originator;
-use crate::error::{ApiError, Code, Problem};
+use crate::error::{ApiError, Code};
 use crate::routes::{decode_cursor, encode_cursor, resource};
 use crate::{AppState, blocking, rfc3339};
 use linklease_grant::hex;
@@ -47,6 +47,9 @@ pub struct SubmissionView {
     pub idempotency_key: Option<String>,
     /// Hex SHA-256 of the canonical body.
     pub body_sha256: String,
+    /// Hex `HMAC-SHA256(grant's commitment_salt, canonical body)`, as the audit log shows it
+    /// (null for a grant made before salts: its events show `body_sha256`).
+    pub body_commitment: Option<String>,
 }
 
 impl SubmissionView {
@@ -61,6 +64,7 @@ impl SubmissionView {
             creates: body.get("creates").cloned().unwrap_or_default(),
             idempotency_key: s.idempotency_key.clone(),
             body_sha256: hex::encode(&s.body_sha256),
+            body_commitment: s.body_commitment.map(|c| hex::encode(&c)),
         }
     }
 }
@@ -78,8 +82,13 @@ fn page(query: &str) -> Result<(Option<SubmissionId>, i64), ApiError> {
     let bad = |detail: &str| ApiError::new(Code::InvalidRequest, detail.to_owned());
     let mut cursor = None;
     let mut limit = DEFAULT_PAGE;
+    let mut seen: Vec<&str> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if seen.contains(&key) {
+            return Err(bad("cursor and limit may each be given once"));
+        }
+        seen.push(key);
         match key {
             "cursor" => {
                 cursor = Some(decode_cursor(value).ok_or_else(|| bad("cursor is not valid"))?)
@@ -125,11 +134,18 @@ async fn list(
 }
 
 /// One grant's submissions.
-#[utoipa::path(get, path = "/v1/grants/{id}/submissions", tag = "submissions",
-    params(("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+#[utoipa::path(get, path = "/v1/grants/{id}/submissions", tag = "submissions", operation_id = "list_grant_submissions",
+    params(("id" = GrantId, Path, description = "The grant's id"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
         ("limit" = Option<u32>, Query, description = "1-200, default 50")),
     security(("api_key" = ["submissions:read"])),
-    responses((status = 200, body = SubmissionList), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "A page of the grant's submissions, oldest first", body = SubmissionList),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = "4XX", response = crate::openapi::OtherProblem)))]
 pub async fn for_grant(
     state: web::Data<AppState>,
     who: Originator,
@@ -141,11 +157,16 @@ pub async fn for_grant(
 }
 
 /// The tenant's feed of submissions.
-#[utoipa::path(get, path = "/v1/submissions", tag = "submissions",
+#[utoipa::path(get, path = "/v1/submissions", tag = "submissions", operation_id = "list_submissions",
     params(("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
         ("limit" = Option<u32>, Query, description = "1-200, default 50")),
     security(("api_key" = ["submissions:read"])),
-    responses((status = 200, body = SubmissionList), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "A page of the tenant's submissions, oldest first", body = SubmissionList),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthenticated),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 503, response = crate::openapi::Unavailable),
+        (status = "4XX", response = crate::openapi::OtherProblem)))]
 pub async fn feed(
     state: web::Data<AppState>,
     who: Originator,

@@ -85,7 +85,10 @@ fn audit_records_salted_commitments_the_originator_and_auditor_can_check(s: &Tes
     let canonical = r#"{"creates":[],"fields":{"result_ack":true}}"#;
     let listed = s.get(&format!("/v1/grants/{id}/submissions"), &key).json();
     let submission = &listed["submissions"][0];
-    assert_eq!(submission["body_sha256"], sha256(canonical.as_bytes()).as_str());
+    assert_eq!(
+        submission["body_sha256"],
+        sha256(canonical.as_bytes()).as_str()
+    );
     let body_commitment = commitment(&salt, canonical.as_bytes());
     assert_eq!(submission["body_commitment"], body_commitment.as_str());
 

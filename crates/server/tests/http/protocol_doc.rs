@@ -41,7 +41,10 @@ fn documented_csp_is_the_one_sent(s: &TestServer) {
     );
     // A page: the error page of an unknown link.
     let page = s.request("GET", &format!("/l/{}", "A".repeat(43)), &[], None);
-    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     assert_eq!(page.header("content-security-policy"), Some(policies[0]));
     // API answers (an error and a success).
     for reply in [
@@ -119,5 +122,9 @@ fn origin_null_with_a_csrf_token_is_accepted_and_a_foreign_origin_refused(s: &Te
     // The same flow, token and cookie with `Origin: null`: the factor step passes.
     let passed = post_factor(s, &cookie, &token, "null");
     assert_eq!(passed.status, 303, "{}", passed.text);
-    assert_eq!(passed.header("location"), Some("/view"), "the lease was issued");
+    assert_eq!(
+        passed.header("location"),
+        Some("/view"),
+        "the lease was issued"
+    );
 }

@@ -381,3 +381,25 @@ fn a_held_courier_holds_no_database_thread_postgres() {
 }
 
 crate::http_tests!(one_grant_costs_a_bounded_number_of_flows_and_codes);
+
+/// Two instances on one PostgreSQL: visits spread over both still open at most 20 flows of one
+/// grant, since the database, not an instance, decides.
+#[test]
+fn two_instances_share_the_per_grant_caps_postgres() {
+    let Some(db) = TestDb::postgres() else { return };
+    let (a, b) = (TestServer::start(&db), TestServer::start(&db));
+    let (_, key) = a.tenant("clinic");
+    let grant = a.create(&key, &lab_result());
+    let path = format!("/l/{}", grant["token"].as_str().unwrap());
+    let turn = AtomicUsize::new(0);
+    let visits = at_once(30, &|| {
+        let s = if turn.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
+            &a
+        } else {
+            &b
+        };
+        s.request("GET", &path, &[], None)
+    });
+    only(&visits, &[303, 429]);
+    assert_eq!(visits.iter().filter(|r| r.status == 303).count(), 20);
+}
