@@ -88,6 +88,17 @@ fn fresh_database_files_are_owner_only() {
     let dir = tempfile::tempdir().unwrap();
     let server = common::serve(linklease(dir.path(), &["serve", "--bind", "127.0.0.1:0"]));
     assert!(server.url.starts_with("http://127.0.0.1:"));
+    // A request that reads the database, so that a pooled connection holds the WAL open.
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     for name in ["linklease.db", "linklease.db-wal", "linklease.db-shm"] {
         let path = dir.path().join(name);
         assert!(path.exists(), "{name} exists while serving");
