@@ -57,6 +57,10 @@ pub enum Step {
 }
 
 impl Step {
+    /// The steps of a flow that may still go on (not leased, not dead); whether it has
+    /// expired is a matter of its clock, see [`Flow::is_open`].
+    pub const OPEN: [Step; 3] = [Step::Visited, Step::FactorPassed, Step::OtpSent];
+
     /// The stable name stored in the database.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -231,6 +235,11 @@ impl Flow {
             sends: 0,
             otp: None,
         }
+    }
+
+    /// Whether the flow may still go on at `now`: not expired, leased or dead.
+    pub fn is_open(&self, now: OffsetDateTime) -> bool {
+        Step::OPEN.contains(&self.step) && now < self.expires_at
     }
 
     /// The number of the next code this flow would send.

@@ -8,7 +8,7 @@
 //! sends, never `/readyz`, a lease read or a grant creation.
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use linklease_courier::{Courier, CourierError, OtpMessage};
 use tokio::sync::oneshot;
@@ -55,32 +55,43 @@ struct Job {
 /// Hands codes to the courier on its own threads.
 #[derive(Debug)]
 pub struct Dispatcher {
-    queue: SyncSender<Job>,
+    courier: Arc<dyn Courier>,
+    /// The threads' queue, started at the first delivery.
+    queue: OnceLock<SyncSender<Job>>,
 }
 
 impl Dispatcher {
-    /// Starts [`COURIER_THREADS`] threads delivering through `courier`; they stop when the
-    /// dispatcher is dropped.
+    /// A dispatcher delivering through `courier`. Its [`COURIER_THREADS`] threads start at the
+    /// first delivery and stop when the dispatcher is dropped.
     pub fn new(courier: Arc<dyn Courier>) -> Self {
-        let (queue, jobs) = sync_channel::<Job>(COURIER_QUEUE);
-        let jobs = Arc::new(Mutex::new(jobs));
-        for n in 0..COURIER_THREADS {
-            let courier = courier.clone();
-            let jobs = jobs.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("linklease-courier-{n}"))
-                .spawn(move || work(courier.as_ref(), &jobs));
-            if let Err(e) = spawned {
-                log::error!(target: "linklease::courier", "cannot start a courier thread: {e}");
-            }
+        Self {
+            courier,
+            queue: OnceLock::new(),
         }
-        Self { queue }
+    }
+
+    fn queue(&self) -> &SyncSender<Job> {
+        self.queue.get_or_init(|| {
+            let (queue, jobs) = sync_channel::<Job>(COURIER_QUEUE);
+            let jobs = Arc::new(Mutex::new(jobs));
+            for n in 0..COURIER_THREADS {
+                let courier = self.courier.clone();
+                let jobs = jobs.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("linklease-courier-{n}"))
+                    .spawn(move || work(courier.as_ref(), &jobs));
+                if let Err(e) = spawned {
+                    log::error!(target: "linklease::courier", "cannot start a courier thread: {e}");
+                }
+            }
+            queue
+        })
     }
 
     /// Delivers `message`, awaiting the courier without holding a thread.
     pub async fn deliver(&self, message: OtpMessage) -> Result<(), DeliveryError> {
         let (done, answer) = oneshot::channel();
-        match self.queue.try_send(Job { message, done }) {
+        match self.queue().try_send(Job { message, done }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(DeliveryError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(DeliveryError::Stopped),

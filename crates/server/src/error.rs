@@ -280,6 +280,16 @@ impl ApiError {
         }
     }
 
+    /// `too_many_requests` saying `detail`, with `Retry-After` the seconds until `wait` has
+    /// passed (its whole seconds and one more, at least one).
+    pub fn too_many_for(wait: time::Duration, detail: &str) -> Self {
+        let seconds = wait.whole_seconds().saturating_add(1);
+        Self {
+            detail: detail.to_owned(),
+            ..Self::too_many(u32::try_from(seconds.max(1)).unwrap_or(u32::MAX))
+        }
+    }
+
     /// The logged cause, if any.
     pub fn cause(&self) -> Option<&str> {
         self.cause.as_deref()

@@ -67,9 +67,7 @@ pub struct AppState {
     pub limits: Arc<FlowLimits>,
     /// Lease-signing keys.
     pub keyring: Arc<keyring::Keyring>,
-    /// Delivers one-time codes.
-    pub courier: Arc<dyn Courier>,
-    /// Calls the courier on threads of its own (see [`dispatch`]).
+    /// Delivers one-time codes through the courier, on threads of its own (see [`dispatch`]).
     pub dispatcher: Arc<dispatch::Dispatcher>,
     /// Per-address limits on the consumer routes.
     pub rate_limit: Arc<rate_limit::RateLimiter>,
@@ -107,7 +105,6 @@ impl AppState {
             metrics: Arc::default(),
             limits: Arc::new(FlowLimits::default()),
             keyring: Arc::default(),
-            courier: Arc::new(linklease_courier::ConsoleCourier),
             dispatcher: Arc::new(dispatch::Dispatcher::new(Arc::new(
                 linklease_courier::ConsoleCourier,
             ))),
@@ -131,8 +128,7 @@ impl AppState {
     /// The same state delivering codes through `courier`.
     pub fn with_courier(self, courier: Arc<dyn Courier>) -> Self {
         Self {
-            dispatcher: Arc::new(dispatch::Dispatcher::new(courier.clone())),
-            courier,
+            dispatcher: Arc::new(dispatch::Dispatcher::new(courier)),
             ..self
         }
     }

@@ -107,11 +107,7 @@ pub fn open_of_grant(
     let (n, first): (i64, Option<i64>) = flows::table
         .filter(flows::grant_id.eq(grant.to_string()))
         .filter(flows::expires_at.gt(micros::to_micros(now)))
-        .filter(flows::step.eq_any([
-            Step::Visited.as_str(),
-            Step::FactorPassed.as_str(),
-            Step::OtpSent.as_str(),
-        ]))
+        .filter(flows::step.eq_any(Step::OPEN.map(Step::as_str)))
         .select((count_star(), min(flows::expires_at)))
         .get_result(conn)?;
     Ok((

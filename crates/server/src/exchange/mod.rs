@@ -199,10 +199,11 @@ impl Opening {
         if open < state.limits.open_flows_per_grant {
             return Ok(Ok(()));
         }
-        let wait = first_ends.map_or(1, |at| (at - self.now).whole_seconds() + 1);
-        let mut refused = ApiError::too_many(u32::try_from(wait).unwrap_or(u32::MAX));
-        refused.detail = "too many sessions are open for this link; try again later".into();
-        Ok(Err(refused))
+        let wait = first_ends.map_or(time::Duration::ZERO, |at| at - self.now);
+        Ok(Err(ApiError::too_many_for(
+            wait,
+            "too many sessions are open for this link; try again later",
+        )))
     }
 
     /// The flow the browser already holds for this grant (by its cookie's keyed hash), if it is
@@ -220,13 +221,7 @@ impl Opening {
             other => other?,
         };
         let flow = stored.flow;
-        let open = matches!(
-            flow.step,
-            linklease_lease::Step::Visited
-                | linklease_lease::Step::FactorPassed
-                | linklease_lease::Step::OtpSent
-        );
-        Ok((flow.grant == record.grant.id && open && self.now < flow.expires_at).then_some(flow))
+        Ok((flow.grant == record.grant.id && flow.is_open(self.now)).then_some(flow))
     }
 
     /// The flow this visit opens.

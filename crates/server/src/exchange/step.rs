@@ -92,10 +92,11 @@ impl Step {
         if others.saturating_add(self.flow.sends) <= state.limits.sends_per_grant_per_hour {
             return Ok(Ok(()));
         }
-        let wait = first_ends.map_or(1, |at| (at + SEND_WINDOW - now).whole_seconds() + 1);
-        let mut refused = ApiError::too_many(u32::try_from(wait).unwrap_or(u32::MAX));
-        refused.detail = "too many codes were sent for this link; try again later".into();
-        Ok(Err(refused))
+        let wait = first_ends.map_or(time::Duration::ZERO, |at| at + SEND_WINDOW - now);
+        Ok(Err(ApiError::too_many_for(
+            wait,
+            "too many codes were sent for this link; try again later",
+        )))
     }
 
     /// In the caller's transaction: the flow's compare-and-set from `base` and the effects.

@@ -282,8 +282,7 @@ fn render_step(
     error: Option<&ApiError>,
 ) -> HttpResponse {
     let flow = &stored.flow;
-    if state.clock.now() >= flow.expires_at || flow.step == Step::Dead || flow.step == Step::Leased
-    {
+    if !flow.is_open(state.clock.now()) {
         return error_page(&ApiError::new(Code::FlowExpired, "flow over"));
     }
     let csrf = flow_csrf(state, flow.id);

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::exchange::lab_result;
+use crate::exchange::{lab_result, start_exchange};
 use crate::harness::{Reply, TestServer, logs};
 use crate::http_tests;
 
@@ -21,13 +21,8 @@ fn a_conflict_a_client_causes_is_not_logged_as_an_error(s: &TestServer) {
     let mut conflicts = 0;
     for _ in 0..40 {
         let grant = s.create(&key, &lab_result());
-        let started = s.post_as(
-            "/v1/exchange",
-            &client,
-            &json!({"token": grant["token"], "factor": "1984-03-02"}),
-        );
-        assert_eq!(started.status, 201, "{}", started.text);
-        let flow = started.json()["flow_id"].as_str().unwrap().to_owned();
+        let token = grant["token"].as_str().unwrap();
+        let flow = start_exchange(s, &client, token, "1984-03-02");
         let wrong = if s.last_code() == "000000" {
             "111111"
         } else {

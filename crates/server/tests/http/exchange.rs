@@ -24,16 +24,22 @@ pub fn lab_result() -> Value {
     })
 }
 
-/// Exchanges `token` (with `factor`) and the delivered code for a lease token.
+/// Starts the partner exchange of `token` with `factor` (201 expected); returns the flow id.
 #[track_caller]
-pub fn lease_for(s: &TestServer, client: &str, token: &str, factor: &str) -> String {
+pub fn start_exchange(s: &TestServer, client: &str, token: &str, factor: &str) -> String {
     let started = s.post_as(
         "/v1/exchange",
         client,
         &json!({"token": token, "factor": factor}),
     );
     assert_eq!(started.status, 201, "{}", started.text);
-    let flow = started.json()["flow_id"].as_str().unwrap().to_owned();
+    started.json()["flow_id"].as_str().unwrap().to_owned()
+}
+
+/// Exchanges `token` (with `factor`) and the delivered code for a lease token.
+#[track_caller]
+pub fn lease_for(s: &TestServer, client: &str, token: &str, factor: &str) -> String {
+    let flow = start_exchange(s, client, token, factor);
     let code = s.last_code();
     let leased = s.post_as(
         &format!("/v1/exchange/{flow}/otp"),

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::exchange::lab_result;
+use crate::exchange::{lab_result, start_exchange};
 use crate::harness::{Reply, TestServer};
 use linklease_store::testing::TestDb;
 use linklease_store::{audit, flows};
@@ -150,13 +150,8 @@ fn concurrent_resends_send_at_most_three_codes(db: &TestDb) {
     let client = s.client(tenant, &[]);
     let grant = s.create(&key, &sms_grant());
     let id = grant["id"].as_str().unwrap().to_owned();
-    let started = s.post_as(
-        "/v1/exchange",
-        &client,
-        &json!({"token": grant["token"], "factor": "1984-03-02"}),
-    );
-    assert_eq!(started.status, 201, "{}", started.text);
-    let flow = started.json()["flow_id"].as_str().unwrap().to_owned();
+    let token = grant["token"].as_str().unwrap();
+    let flow = start_exchange(&s, &client, token, "1984-03-02");
     assert_eq!(gateway.hits(), 1);
 
     let path = format!("/v1/exchange/{flow}/resend");
